@@ -1,0 +1,271 @@
+"""Layer cases: a user's description of one comparison (command line or YAML alike),
+validated into a standard spec and a candidate spec, and expanded into sweeps.
+
+Field names here are neutral (``in``, ``kernel``, ``depth_multiplier``); the command line
+shows them as ``--in``, ``--kernel``, ``--depth-multiplier`` and a config file as
+``cases[0].layer.in``. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .cost import DTYPE_BYTES, Cost, closed_form_ratio, cost
+from .errors import FieldError, InputError
+from .specs import (
+    ACTIVATIONS,
+    ConvSpec,
+    ECASpec,
+    InvertedResidualSpec,
+    SeparableSpec,
+    Spec,
+    SqueezeExciteSpec,
+    default_padding,
+    eca_kernel,
+    make_divisible,
+)
+
+__all__ = [
+    "FIELDS",
+    "KINDS",
+    "LayerCase",
+    "MAX_CASES",
+    "expand_grid",
+    "parse_value",
+    "resolve_layer",
+]
+
+KINDS = ("separable", "inverted-residual", "mbconv", "eca")
+MAX_CASES = 1000
+
+# field -> value type; order is the sweep order (the command line's option order)
+FIELDS: dict[str, str] = {
+    "in": "int", "out": "int", "kernel": "pair", "hw": "pair", "stride": "pair",
+    "padding": "padding", "dilation": "pair", "groups": "int", "batch": "int",
+    "depth_multiplier": "int", "expansion": "float", "expanded_channels": "int",
+    "squeeze_channels": "int", "eca_k": "int",
+    "bias": "bool", "se": "bool", "activation": "str", "kind": "str",
+}
+# fields that only make sense for some kinds
+_ONLY_FOR = {
+    "depth_multiplier": ("separable",),
+    "padding": ("separable",),
+    "groups": ("separable", "inverted-residual", "mbconv"),
+    "expansion": ("inverted-residual", "mbconv"),
+    "expanded_channels": ("inverted-residual", "mbconv"),
+    "se": ("mbconv",),
+    "squeeze_channels": ("mbconv",),
+    "activation": ("inverted-residual", "mbconv"),
+    "eca_k": ("eca",),
+    "out": ("separable", "inverted-residual", "mbconv"),
+    "kernel": ("separable", "inverted-residual", "mbconv"),
+    "stride": ("separable", "inverted-residual", "mbconv"),
+    "dilation": ("separable", "inverted-residual", "mbconv"),
+    "bias": ("separable", "inverted-residual", "mbconv"),
+}
+
+
+def _int(field: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise FieldError(field, f"expected an integer, got {text!r}") from None
+
+
+def parse_value(field: str, value: Any) -> Any:
+    """Parse one value of ``field`` from text (``3``, ``3x5``, ``same``) or pass a typed
+    value (from YAML) through with its type checked."""
+    typ = FIELDS[field]
+    if typ in ("pair", "padding"):
+        if typ == "padding" and value == "same":
+            return "same"
+        if isinstance(value, bool):
+            raise FieldError(field, f"expected an integer or HxW, got {value!r}")
+        if isinstance(value, int):
+            return (value, value)
+        if isinstance(value, str):
+            parts = value.lower().split("x")
+            if len(parts) == 1:
+                n = _int(field, parts[0])
+                return (n, n)
+            if len(parts) == 2:
+                return (_int(field, parts[0]), _int(field, parts[1]))
+        extra = ", HxW or 'same'" if typ == "padding" else " or HxW (e.g. 3x5)"
+        raise FieldError(field, f"expected an integer{extra}, got {value!r}")
+    if typ == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise FieldError(field, f"expected an integer, got {value!r}")
+        return value if isinstance(value, int) else _int(field, value)
+    if typ == "float":
+        if isinstance(value, bool):
+            raise FieldError(field, f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise FieldError(field, f"expected a number, got {value!r}") from None
+    return value
+
+
+def _positive(field: str, value: int | float | tuple[int, ...]) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v <= 0 for v in values):
+        raise FieldError(field, f"must be positive, got {_show(value)}")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One resolved comparison: the layer the user asked about and its baseline."""
+
+    name: str
+    request: Mapping[str, Any]
+    input_shape: tuple[int, int, int, int]
+    standard: Spec
+    candidate: Spec
+    dtype: str = "fp32"
+
+    @property
+    def kind(self) -> str:
+        return str(self.request["kind"])
+
+    def costs(self) -> tuple[Cost, Cost]:
+        e = DTYPE_BYTES[self.dtype]
+        return cost(self.standard, self.input_shape, e), cost(self.candidate, self.input_shape, e)
+
+    def to_dict(self) -> dict[str, Any]:
+        std, cand = self.costs()
+        ratio = closed_form_ratio(self.standard, self.candidate)
+        return {
+            "name": self.name,
+            "input": {k: (list(v) if isinstance(v, tuple) else v)
+                      for k, v in self.request.items()} | {"dtype": self.dtype},
+            "standard": std.to_dict() | {"spec": self.standard.__class__.__name__},
+            "candidate": cand.to_dict(),
+            "reduction": {
+                "params": round(std.params / cand.params, 4) if cand.params else None,
+                "macs": round(std.macs / cand.macs, 4) if cand.macs else None,
+            },
+            "theory": None if ratio is None else {
+                "ratio": round(ratio, 4), "reduction": round(1 / ratio, 4),
+                "formula": "m/Cout + m/(Kh*Kw)",
+            },
+        }
+
+
+def resolve_layer(values: Mapping[str, Any], name: str = "", dtype: str = "fp32") -> LayerCase:
+    """Validate one layer description (parsed values; ``None`` = not given)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    kind = given.get("kind", "separable")
+    if kind not in KINDS:
+        raise FieldError("kind", f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    if dtype not in DTYPE_BYTES:
+        raise FieldError("dtype", f"unknown dtype {dtype!r}; choose from "
+                         f"{', '.join(DTYPE_BYTES)}")
+    for field in given:
+        if field in _ONLY_FOR and kind not in _ONLY_FOR[field]:
+            raise FieldError(field, f"does not apply to kind {kind!r} (it applies to "
+                             f"{', '.join(_ONLY_FOR[field])})")
+    for req in ("in", "hw"):
+        if req not in given:
+            raise FieldError(req, "is required")
+    cin = given["in"]
+    for f in ("in", "out", "kernel", "hw", "stride", "dilation", "groups", "batch",
+              "depth_multiplier", "expansion", "expanded_channels", "squeeze_channels",
+              "eca_k"):
+        if f in given:
+            _positive(f, given[f])
+    if "activation" in given and given["activation"] not in ACTIVATIONS:
+        raise FieldError("activation", f"unknown activation {given['activation']!r}; "
+                         f"choose from {', '.join(ACTIVATIONS)}")
+    pad = given.get("padding")
+    if isinstance(pad, tuple) and min(pad) < 0:
+        raise FieldError("padding", f"must be >= 0, got {_show(pad)}")
+    batch = given.get("batch", 1)
+    hw = given["hw"]
+    shape = (batch, cin, hw[0], hw[1])
+    request: dict[str, Any] = {"kind": kind, "in": cin, "hw": hw, "batch": batch}
+
+    if kind == "eca":
+        k = given.get("eca_k", eca_kernel(cin))
+        if k % 2 == 0:
+            raise FieldError("eca_k", f"must be odd (the 1-D conv keeps C channels), got {k}")
+        request["eca_k"] = k
+        standard: Spec = SqueezeExciteSpec(cin, max(1, cin // 16), "relu", "sigmoid")
+        candidate: Spec = ECASpec(cin, k)
+        return _checked(LayerCase(name or kind, request, shape, standard, candidate, dtype))
+
+    cout = given.get("out", cin)
+    kernel = given.get("kernel", (3, 3))
+    stride = given.get("stride", (1, 1))
+    dilation = given.get("dilation", (1, 1))
+    groups = given.get("groups", 1)
+    bias = bool(given.get("bias", False))
+    padding = given.get("padding", default_padding(kernel, dilation))
+    if padding == "same" and stride != (1, 1):
+        raise FieldError("padding", f"'same' needs stride 1 (as in PyTorch), got stride "
+                         f"{_show(stride)}")
+    if cin % groups or cout % groups:
+        raise FieldError("groups", f"{groups} must divide both in ({cin}) and out ({cout})")
+    request |= {"out": cout, "kernel": kernel, "stride": stride, "padding": padding,
+                "dilation": dilation, "groups": groups, "bias": bias}
+    standard = ConvSpec(cin, cout, kernel, stride, padding, dilation, groups, bias)
+    if kind == "separable":
+        m = given.get("depth_multiplier", 1)
+        request["depth_multiplier"] = m
+        candidate = SeparableSpec(cin, cout, kernel, stride, padding, dilation, m, bias)
+    else:
+        if "expanded_channels" in given and "expansion" in given:
+            raise FieldError("expansion", "give either expansion or expanded_channels")
+        exp = given.get("expanded_channels") or int(round(cin * given.get("expansion", 6.0)))
+        if exp <= 0:
+            raise FieldError("expansion", f"gives {exp} expanded channels; must be >= 1")
+        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+            raise FieldError("kernel", f"an inverted residual needs an odd kernel (3, 5, ...) "
+                             f"so its depthwise conv keeps the size, got {_show(kernel)}")
+        mb = kind == "mbconv"
+        se = mb and given.get("se", True)
+        sq = given.get("squeeze_channels", make_divisible(exp / 4)) if se else 0
+        if "squeeze_channels" in given and not se:
+            raise FieldError("squeeze_channels", "given with --no-se")
+        act = given.get("activation", "hswish" if mb else "relu6")
+        request |= {"expanded_channels": exp, "se": bool(se), "squeeze_channels": sq,
+                    "activation": act}
+        del request["padding"]
+        candidate = InvertedResidualSpec(cin, cout, exp, kernel, stride, dilation, act, sq)
+    return _checked(LayerCase(name or kind, request, shape, standard, candidate, dtype))
+
+
+def _checked(case: LayerCase) -> LayerCase:
+    case.costs()  # raises FieldError("hw", ...) for an output size <= 0
+    return case
+
+
+def expand_grid(base: str, values: Mapping[str, Sequence[Any] | Any],
+                max_cases: int = MAX_CASES) -> list[tuple[str, dict[str, Any]]]:
+    """Cartesian product of the list-valued fields, in the order given.
+
+    Names are stable: ``base`` for one case, ``base[in=16,hw=56]`` for grid cases
+    (only the swept fields appear).
+    """
+    fields = list(values)
+    lists = [list(v) if isinstance(v, list) else [v] for v in values.values()]
+    n = math.prod(len(v) for v in lists)
+    if n > max_cases:
+        names = [f for f, v in zip(fields, lists, strict=True) if len(v) > 1]
+        raise InputError(f"sweep over {', '.join(names)} has {n} cases, more than the cap "
+                         f"of {max_cases}", hint="narrow the lists or raise --max-cases")
+    swept = [i for i, v in enumerate(lists) if len(v) > 1]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for combo in itertools.product(*lists):
+        label = ",".join(f"{fields[i]}={_show(combo[i])}" for i in swept)
+        out.append((f"{base}[{label}]" if label else base, dict(zip(fields, combo, strict=True))))
+    return out

@@ -1,0 +1,95 @@
+"""The one error handler and the one output path of every command."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from dsconv_cli.errors import DsconvError, InputError
+from dsconv_cli.render import OutputFormat, View, format_from_path, format_report, make_console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    debug = False
+
+
+STATE = _State()
+
+
+def fail(message: str, code: int = 2, hint: str | None = None) -> typer.Exit:
+    """Print one error line (and a hint) on stderr; return the Exit to raise."""
+    msg = f"Error: {message}"
+    if hint:
+        msg += f" (hint: {hint})"
+    print(msg, file=sys.stderr)
+    return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn dsconv errors into one stderr line and their exit code; Ctrl-C into 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DsconvError as e:
+            if STATE.debug:
+                raise
+            raise fail(str(e), e.exit_code, e.hint) from None
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]:
+    """Validate --report paths before any work is done."""
+    out = []
+    for p in reports or []:
+        fmt = format_from_path(str(p))
+        if fmt is None:
+            raise InputError(f"--report {p}: unknown extension; use .json, .csv or .md")
+        if not p.parent.exists():
+            raise InputError(f"--report {p}: folder {p.parent} does not exist")
+        out.append((p, fmt))
+    return out
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write through a temp file in the same folder, then rename: never a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
+         reports: list[tuple[Path, OutputFormat]]) -> None:
+    """The report to stdout in the chosen format, and to every --report file."""
+    for path, rfmt in reports:
+        write_atomic(path, format_report(env, rfmt, view))
+    fmt = OutputFormat.json if as_json else fmt
+    if fmt is OutputFormat.table:
+        from dsconv_cli.render import print_tables
+
+        print_tables(view(env), make_console())
+    else:
+        sys.stdout.write(format_report(env, fmt, view))

@@ -1,0 +1,166 @@
+"""``dsconv compare``: a standard conv against a depthwise separable block (or another
+kind), analytically, and with ``--measure`` on real layers."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+import typer
+
+from dsconv_cli.cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
+from dsconv_cli.errors import FieldError, InputError
+from dsconv_cli.render import OutputFormat, envelope
+
+from .common import check_reports, emit, handle_errors
+from .options import (
+    Device,
+    DeviceOpt,
+    Dtype,
+    DtypeOpt,
+    FormatOpt,
+    JsonOpt,
+    MemoryFormat,
+    MemoryFormatOpt,
+    MinTimeOpt,
+    RecalibrateOpt,
+    ReportOpt,
+    ThreadsOpt,
+    WarmupOpt,
+)
+
+
+class Kind(str, Enum):
+    separable = "separable"
+    inverted_residual = "inverted-residual"
+    mbconv = "mbconv"
+    eca = "eca"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    relu6 = "relu6"
+    hswish = "hswish"
+    silu = "silu"
+
+
+LAYER = "Layer (comma lists sweep)"
+BLOCK = "Block kinds"
+NumOpt = Optional[str]
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_cases(values: dict[str, Any], dtype: str, max_cases: int) -> list[LayerCase]:
+    """Parse command-line values (comma lists) into validated layer cases."""
+    lists: dict[str, Any] = {}
+    try:
+        for field, raw in values.items():
+            if raw is None:
+                continue
+            if FIELDS[field] in ("str", "bool"):
+                lists[field] = raw
+            else:
+                items = [parse_value(field, t) for t in str(raw).split(",")]
+                lists[field] = items if len(items) > 1 else items[0]
+        kind = lists.get("kind", "separable")
+        return [resolve_layer(vals, name, dtype)
+                for name, vals in expand_grid(kind, lists, max_cases)]
+    except FieldError as e:
+        raise InputError(f"Invalid value for '{option_name(e.field)}': {e.message}",
+                         e.hint) from None
+
+
+@handle_errors
+def compare(
+    in_: Annotated[NumOpt, typer.Option("--in", help="Input channels.",
+                                        rich_help_panel=LAYER)] = None,
+    out: Annotated[NumOpt, typer.Option(help="Output channels (default: --in).",
+                                        rich_help_panel=LAYER)] = None,
+    kernel: Annotated[NumOpt, typer.Option("--kernel", "-k", help="Kernel: 3 or 3x5.",
+                                           rich_help_panel=LAYER)] = None,
+    hw: Annotated[NumOpt, typer.Option(help="Input size: 14 or 14x28.",
+                                       rich_help_panel=LAYER)] = None,
+    stride: Annotated[NumOpt, typer.Option(help="Stride: 1 or 2x1.",
+                                           rich_help_panel=LAYER)] = None,
+    padding: Annotated[NumOpt, typer.Option(
+        help="Padding: 1, 1x2 or 'same' (default d*(K-1)//2).", rich_help_panel=LAYER)] = None,
+    dilation: Annotated[NumOpt, typer.Option(help="Dilation: 1 or 2x1.",
+                                             rich_help_panel=LAYER)] = None,
+    groups: Annotated[NumOpt, typer.Option(help="Groups of the standard conv.",
+                                           rich_help_panel=LAYER)] = None,
+    bias: Annotated[Optional[bool], typer.Option(
+        "--bias/--no-bias", help="Bias on the standard and the pointwise conv "
+        "(never on a depthwise conv). Default: no bias.", rich_help_panel=LAYER)] = None,
+    batch: Annotated[NumOpt, typer.Option(help="Batch size; counts are per batch.",
+                                          rich_help_panel=LAYER)] = None,
+    dtype: DtypeOpt = Dtype.fp32,
+    kind: Annotated[Kind, typer.Option(help="Candidate block kind.",
+                                       rich_help_panel=BLOCK)] = Kind.separable,
+    depth_multiplier: Annotated[NumOpt, typer.Option(
+        help="separable: depthwise output channels per input channel.",
+        rich_help_panel=BLOCK)] = None,
+    expansion: Annotated[NumOpt, typer.Option(
+        help="inverted-residual/mbconv: expanded = round(in * ratio); default 6.",
+        rich_help_panel=BLOCK)] = None,
+    expanded_channels: Annotated[NumOpt, typer.Option(
+        help="inverted-residual/mbconv: expanded channels, given directly.",
+        rich_help_panel=BLOCK)] = None,
+    se: Annotated[Optional[bool], typer.Option(
+        "--se/--no-se", help="mbconv: squeeze-excitation (default on).",
+        rich_help_panel=BLOCK)] = None,
+    squeeze_channels: Annotated[NumOpt, typer.Option(
+        help="mbconv: SE squeeze channels (default make_divisible(expanded/4)).",
+        rich_help_panel=BLOCK)] = None,
+    activation: Annotated[Optional[Activation], typer.Option(
+        help="inverted-residual/mbconv activation (default relu6 / hswish).",
+        rich_help_panel=BLOCK)] = None,
+    eca_k: Annotated[NumOpt, typer.Option(
+        help="eca: kernel size (default: adaptive, from the channel count).",
+        rich_help_panel=BLOCK)] = None,
+    max_cases: Annotated[int, typer.Option(help="Cap on sweep cases.",
+                                           rich_help_panel=LAYER)] = MAX_CASES,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Time real layers with PyTorch (imports torch).",
+        rich_help_panel="Measurement")] = False,
+    device: DeviceOpt = Device.cpu,
+    threads: ThreadsOpt = None,
+    memory_format: MemoryFormatOpt = MemoryFormat.nchw,
+    min_time: MinTimeOpt = 0.2,
+    warmup: WarmupOpt = 3,
+    recalibrate: RecalibrateOpt = False,
+    fmt: FormatOpt = OutputFormat.table,
+    as_json: JsonOpt = False,
+    report: ReportOpt = None,
+) -> None:
+    """Compare a standard conv with a depthwise separable block (or inverted residual,
+    MBConv, ECA): params, MACs, FLOPs, memory traffic, and with --measure real timings.
+
+    Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
+    """
+    reports = check_reports(report)
+    values = {
+        "in": in_, "out": out, "kernel": kernel, "hw": hw, "stride": stride,
+        "padding": padding, "dilation": dilation, "groups": groups, "batch": batch,
+        "depth_multiplier": depth_multiplier, "expansion": expansion,
+        "expanded_channels": expanded_channels, "squeeze_channels": squeeze_channels,
+        "eca_k": eca_k, "kind": kind.value, "bias": bias, "se": se,
+        "activation": activation.value if activation else None,
+    }
+    if in_ is None:
+        raise InputError("Missing option '--in' (input channels)",
+                         hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
+    cases = build_cases(values, dtype.value, max_cases)
+    if not measure:
+        from dsconv_cli.render import compare_view
+
+        env = envelope([c.to_dict() for c in cases])
+        emit(env, compare_view, fmt, as_json, reports)
+        return
+    from .measure import measure_cases
+
+    measure_cases(cases, device=device, dtype=dtype, threads=threads,
+                  memory_format=memory_format, min_time=min_time, warmup=warmup,
+                  recalibrate=recalibrate, fmt=fmt, as_json=as_json, reports=reports)

@@ -1,0 +1,272 @@
+"""Output formats: table (Rich), JSON, CSV, Markdown. The only module that formats output.
+
+Every command builds one JSON-able *envelope* (see :func:`envelope`); a *view* turns it
+into :class:`Table` objects, and a format writes those. So the table, CSV and Markdown
+always show the same numbers as the JSON. Rich is imported only to draw a table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import IO, Any
+
+from . import __version__
+
+__all__ = [
+    "FORMATS",
+    "OutputFormat",
+    "Table",
+    "envelope",
+    "fmt_bytes",
+    "fmt_int",
+    "format_report",
+    "format_from_path",
+    "make_console",
+    "print_tables",
+]
+
+SCHEMA_VERSION = 1
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+FORMATS = {".json": OutputFormat.json, ".csv": OutputFormat.csv, ".md": OutputFormat.markdown,
+           ".markdown": OutputFormat.markdown}
+
+
+def format_from_path(path: str) -> OutputFormat | None:
+    return FORMATS.get(os.path.splitext(path)[1].lower())
+
+
+def envelope(cases: list[dict[str, Any]], environment: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """The one JSON shape every command emits."""
+    env: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
+                           "tool": {"name": "dsconv", "version": __version__}}
+    if environment:
+        env["environment"] = environment
+    env["cases"] = cases
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    styles: list[str | None] = field(default_factory=list)  # per-row Rich style
+
+
+def fmt_int(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{int(n):,}"
+
+
+def fmt_bytes(n: int | float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_shape(s: Iterable[int]) -> str:
+    s = list(s)
+    return str(s[0]) if len(s) == 2 and s[0] == s[1] else "x".join(str(v) for v in s)
+
+
+def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
+    """A Rich console whose width and colour come from the environment at call time:
+    ``DSCONV_WIDTH`` or ``COLUMNS`` fix the width, ``NO_COLOR`` turns colour off."""
+    from rich.console import Console
+
+    width = os.environ.get("DSCONV_WIDTH") or os.environ.get("COLUMNS")
+    stream = file or (sys.stderr if stderr else sys.stdout)
+    if not width and not stream.isatty():
+        width = "200"  # piped or redirected: don't squeeze tables into 80 columns
+    return Console(
+        file=file, stderr=stderr, width=int(width) if width else None,
+        no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=False,
+    )
+
+
+def _rich_table(t: Table) -> Any:
+    from rich import box
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    rt = RichTable(title=Text(t.title, style="bold"), box=box.SIMPLE_HEAVY, title_justify="left")
+    for i, c in enumerate(t.columns):
+        rt.add_column(c, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for i, row in enumerate(t.rows):
+        rt.add_row(*(Text(c) for c in row), style=t.styles[i] if i < len(t.styles) else None)
+    return rt
+
+
+def print_tables(tables: list[Table], console: Any) -> None:
+    for t in tables:
+        console.print(_rich_table(t))
+        for note in t.notes:
+            console.print(note, markup=False, highlight=False)
+        console.print()
+
+
+def _markdown(tables: list[Table]) -> str:
+    out = []
+    for t in tables:
+        out.append(f"### {t.title}\n")
+        out.append("| " + " | ".join(t.columns) + " |")
+        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(t.columns)))
+                   + "|")
+        out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in t.rows)
+        out.append("")
+        out.extend(f"- {n}" for n in t.notes)
+        out.append("")
+    return "\n".join(out)
+
+
+def _csv(tables: list[Table]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, t in enumerate(tables):
+        if i:
+            buf.write("\n")
+        w.writerow(["table", *t.columns])
+        w.writerows([t.title, *r] for r in t.rows)
+    return buf.getvalue()
+
+
+View = Callable[[dict[str, Any]], list[Table]]
+
+
+def format_report(env: dict[str, Any], fmt: OutputFormat, view: View) -> str:
+    """Render an envelope as text in any format but ``table`` (which needs a console)."""
+    if fmt is OutputFormat.json:
+        return json.dumps(env, indent=2) + "\n"
+    tables = view(env)
+    if fmt is OutputFormat.csv:
+        return _csv(tables)
+    if fmt is OutputFormat.markdown:
+        return _markdown(tables)
+    raise ValueError(f"{fmt} is drawn on a console")
+
+
+# --------------------------------------------------------------------------- views
+
+def _measured_cells(m: dict[str, Any] | None) -> list[str]:
+    if not m:
+        return ["-", "-", "-", "-"]
+    roof = m.get("roofline_fraction")
+    roof_s = "-" if roof is None else f"{100 * roof:.0f}%" + ("!" if m.get("flag") else "")
+    return [f"{m['median_ms']:.3f} ± {m['iqr_ms']:.3f}", f"{m['gflops']:.1f}",
+            f"{m['gbps']:.1f}", roof_s]
+
+
+def _cost_cells(c: dict[str, Any]) -> list[str]:
+    return [fmt_int(c["params"]), fmt_int(c["macs"]), fmt_int(c["flops"]),
+            fmt_shape(c["output_shape"]), fmt_int(c["activation_elems"]),
+            fmt_bytes(c["bytes"]), f"{c['arithmetic_intensity']:.1f}"]
+
+
+_QUIET = {"kind": None, "padding": None, "dilation": [1, 1], "groups": 1, "bias": False,
+          "depth_multiplier": 1, "batch": 1}
+
+
+def _describe(inp: dict[str, Any]) -> str:
+    """The layer in one line, leaving out what is at its default."""
+    shown = [(k, v) for k, v in inp.items() if k not in _QUIET or
+             (_QUIET[k] is not None and v != _QUIET[k])]
+    return " ".join(f"{k}={fmt_shape(v) if isinstance(v, list) else v}" for k, v in shown)
+
+
+COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias excluded); "
+                 "FLOPs = 2 x MACs; params include bias and BN; bytes = inference memory "
+                 "traffic (BN folded, activations fused); per forward of the whole batch.")
+
+
+def _compare_single(case: dict[str, Any], measured: bool) -> Table:
+    cols = ["layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B"]
+    if measured:
+        cols += ["median ms ± IQR", "GFLOP/s", "GB/s", "roofline"]
+    std, cand = case["standard"], case["candidate"]
+    t = Table(f"{case['name']}: {_describe(case['input'])}", cols)
+
+    def add(label: str, c: dict[str, Any], style: str | None = None) -> None:
+        row = [label, *_cost_cells(c)]
+        if measured:
+            row += _measured_cells(c.get("measured"))
+        t.rows.append(row)
+        t.styles.append(style)
+
+    plain = std["kind"] in ("conv", "grouped conv")
+    std_label = "standard" if plain else f"standard ({std['kind']})"
+    add(std_label, std)
+    for name, part in cand.get("parts", {}).items():
+        add(f"  {name}", part, "dim")
+    add(f"{cand['kind']} total", cand, "bold")
+    red = case["reduction"]
+    t.notes.append(f"Reduction (standard / {cand['kind']}): params {fmt_ratio(red['params'])}, "
+                   f"MACs {fmt_ratio(red['macs'])}")
+    th = case.get("theory")
+    if th:
+        t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> "
+                       f"{th['reduction']:.2f}x fewer params and MACs")
+    sp = case.get("speedup")
+    if sp:
+        t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])} (theoretical "
+                       f"{fmt_ratio(sp['theoretical'])}); best layout: "
+                       f"{sp.get('memory_format', '-')}")
+    if case.get("verdict"):
+        t.notes.append(f"Why: {case['verdict']}")
+    for w in case.get("warnings", []):
+        t.notes.append(f"Note: {w}")
+    t.notes.append(COUNTING_NOTE)
+    return t
+
+
+def compare_view(env: dict[str, Any]) -> list[Table]:
+    cases = env["cases"]
+    measured = any("measured" in c["standard"] or c.get("skipped") for c in cases)
+    if len(cases) == 1 and not cases[0].get("skipped"):
+        return [_compare_single(cases[0], measured)]
+    cols = ["case", "std params", "params", "params x", "std MACs", "MACs", "MACs x",
+            "theory x"]
+    if measured:
+        cols += ["std ms", "ms", "measured x"]
+    t = Table(f"{len(cases)} cases", cols)
+    for c in cases:
+        if c.get("skipped"):
+            t.rows.append([c["name"], *(["-"] * (len(cols) - 2)), "skipped"])
+            t.notes.append(f"{c['name']}: skipped: {c['skipped']}")
+            continue
+        std, cand, red = c["standard"], c["candidate"], c["reduction"]
+        th = c.get("theory")
+        row = [c["name"], fmt_int(std["params"]), fmt_int(cand["params"]),
+               fmt_ratio(red["params"]), fmt_int(std["macs"]), fmt_int(cand["macs"]),
+               fmt_ratio(red["macs"]), fmt_ratio(th["reduction"] if th else None)]
+        if measured:
+            sm, cm = std.get("measured"), cand.get("measured")
+            row += [f"{sm['median_ms']:.3f}" if sm else "-",
+                    f"{cm['median_ms']:.3f}" if cm else "-",
+                    fmt_ratio(c.get("speedup", {}).get("measured"))]
+        t.rows.append(row)
+    t.notes.append(COUNTING_NOTE)
+    return [t]

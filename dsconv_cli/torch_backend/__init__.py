@@ -1,0 +1,1 @@
+"""The only code that imports torch. Commands import it lazily."""

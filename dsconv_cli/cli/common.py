@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,29 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def progress(total: int, what: str = "measuring") -> Iterator[Callable[[str], None]]:
+    """A Rich progress bar on stderr (only on a terminal); yields ``advance(label)``."""
+    console = make_console(stderr=True)
+    if not console.is_terminal:
+        yield lambda label: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+
+        def advance(label: str) -> None:
+            bar.update(task, advance=1, description=f"{what}: {label}")
+
+        yield advance
+
+
+def status(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]:

@@ -10,9 +10,9 @@ import typer
 
 from dsconv_cli.cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
 from dsconv_cli.errors import FieldError, InputError
-from dsconv_cli.render import OutputFormat, envelope
+from dsconv_cli.render import OutputFormat, compare_view, envelope
 
-from .common import check_reports, emit, handle_errors
+from .common import check_reports, emit, handle_errors, progress, status, warn
 from .options import (
     Device,
     DeviceOpt,
@@ -154,13 +154,47 @@ def compare(
                          hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
     cases = build_cases(values, dtype.value, max_cases)
     if not measure:
-        from dsconv_cli.render import compare_view
-
         env = envelope([c.to_dict() for c in cases])
         emit(env, compare_view, fmt, as_json, reports)
         return
-    from .measure import measure_cases
+    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup)
+    env, failed = measure_cases(cases, opts, recalibrate)
+    emit(env, compare_view, fmt, as_json, reports)
+    if failed:
+        raise typer.Exit(130 if failed == "interrupted" else 1)
 
-    measure_cases(cases, device=device, dtype=dtype, threads=threads,
-                  memory_format=memory_format, min_time=min_time, warmup=warmup,
-                  recalibrate=recalibrate, fmt=fmt, as_json=as_json, reports=reports)
+
+def measure_options(device: Device, dtype: Dtype, threads: int | None,
+                    memory_format: MemoryFormat, min_time: float, warmup: int) -> Any:
+    from ..torch_backend.timing import MeasureOptions
+
+    fmts = (("nchw", "channels_last") if memory_format is MemoryFormat.both
+            else (memory_format.value,))
+    return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup)
+
+
+def measure_cases(cases: list[LayerCase], opts: Any,
+                  recalibrate: bool) -> tuple[dict[str, Any], str | None]:
+    """Measure every case; a case that cannot run is reported and the rest go on.
+    Returns the envelope and why the run failed ("skipped", "interrupted") or None."""
+    from ..torch_backend.measure import SkipCase, measure_layer_case, open_session
+
+    session = open_session(opts, recalibrate, on_status=status)
+    done: list[dict[str, Any]] = []
+    failed: str | None = None
+    per_case = [2 + len(getattr(c.candidate, "parts", ())) for c in cases]
+    try:
+        with progress(sum(per_case)) as advance:
+            for case in cases:
+                d = case.to_dict()
+                try:
+                    measure_layer_case(case, d, session, advance)
+                except SkipCase as e:
+                    warn(f"skipped {e}")
+                    d["skipped"] = str(e)
+                    failed = "skipped"
+                done.append(d)
+    except KeyboardInterrupt:
+        warn(f"interrupted: reporting the {len(done)} case(s) measured so far")
+        failed = "interrupted"
+    return envelope(done, environment=session.environment), failed

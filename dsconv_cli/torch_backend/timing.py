@@ -1,0 +1,323 @@
+"""Measurement on real hardware: timing, environment record, calibration and roofline.
+
+Timing is built on ``torch.utils.benchmark.Timer`` (thread setting, CUDA synchronisation);
+this module adds warm-up, many short samples until ``min_time`` for a real median and IQR,
+memory layout, dtype, and the roofline bound from a cached calibration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+
+from ..errors import InputError
+
+__all__ = [
+    "Calibration",
+    "MeasureOptions",
+    "Timing",
+    "calibrate",
+    "environment",
+    "load_calibration",
+    "prepare",
+    "resolve_device",
+    "roofline",
+    "time_call",
+]
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+SAMPLE_S = 0.005  # samples of about 5 ms: enough of them for an IQR, little timer overhead
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    device: str = "cpu"
+    dtype: str = "fp32"
+    threads: int | None = None
+    memory_formats: tuple[str, ...] = ("nchw",)
+    min_time: float = 0.2
+    warmup: int = 3
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Statistics of the per-call time over all samples (each sample = ``calls/runs``
+    back-to-back calls)."""
+
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+    calls: int
+    memory_format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available on this machine",
+                         hint="use --device cpu or --device auto")
+    return torch.device(name)
+
+
+def check_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype, after proving the device can run a depthwise and a dense conv in it."""
+    if dtype not in TORCH_DTYPES:
+        raise InputError(f"--dtype {dtype}: only fp32, fp16 and bf16 can be measured "
+                         "(int8 sizes bytes in the analytic report only)")
+    td = TORCH_DTYPES[dtype]
+    try:
+        x = torch.randn(1, 4, 5, 5, device=device, dtype=td)
+        with torch.inference_mode():
+            nn.Conv2d(4, 4, 3, groups=4).to(device, td)(x)
+            nn.Conv2d(4, 4, 3).to(device, td)(x)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"--dtype {dtype}: {device.type} cannot run convolutions in this "
+                         f"dtype ({str(e).splitlines()[0]})") from None
+    return td
+
+
+def prepare(module: nn.Module, shape: tuple[int, ...], device: torch.device,
+            dtype: torch.dtype, memory_format: str, seed: int = 0) -> tuple[nn.Module, Any]:
+    """Module in eval mode on the device/dtype/layout, and a matching random input."""
+    fmt = MEMORY_FORMATS[memory_format]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+    module = module.to(device=device, dtype=dtype).eval()
+    if len(shape) == 4:
+        x = x.contiguous(memory_format=fmt)
+        module = module.to(memory_format=fmt)  # type: ignore[call-overload]
+    return module, x
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, warmup: int,
+              threads: int | None, memory_format: str = "nchw", min_runs: int = 5) -> Timing:
+    """Time ``fn()`` in inference mode: warm-up, then samples of ``number`` calls each
+    (sized to ~2 ms) until ``min_time`` seconds have been spent timing."""
+    nthreads = threads or torch.get_num_threads()
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=nthreads)
+    with torch.inference_mode():
+        for _ in range(max(1, warmup)):
+            fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        once = max(time.perf_counter() - t0, 1e-7)
+        number = max(1, int(SAMPLE_S / once))
+        samples: list[float] = []
+        spent = 0.0
+        while spent < min_time or len(samples) < min_runs:
+            m = timer.timeit(number)
+            samples.append(m.raw_times[0] / number)
+            spent += m.raw_times[0]
+    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else [
+        samples[0]] * 3
+    return Timing(
+        median_ms=statistics.median(samples) * 1e3, iqr_ms=(q[2] - q[0]) * 1e3,
+        min_ms=min(samples) * 1e3, max_ms=max(samples) * 1e3, runs=len(samples),
+        calls=len(samples) * number, memory_format=memory_format,
+    )
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def tf32_enabled(device: torch.device, dtype: str) -> bool:
+    """Whether fp32 convolutions run in TF32 (CUDA's cuDNN default)."""
+    return device.type == "cuda" and dtype == "fp32" and bool(torch.backends.cudnn.allow_tf32)
+
+
+def environment(device: torch.device, dtype: str, threads: int | None) -> dict[str, Any]:
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": threads or torch.get_num_threads(),
+        "dtype": dtype,
+        "tf32": tf32_enabled(device, dtype),
+        "python": platform.python_version(),
+    }
+
+
+# ----------------------------------------------------------------- calibration
+
+CAL_SIZES = (64 << 10, 512 << 10, 4 << 20, 32 << 20, 128 << 20)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Peak FLOP/s (the better of matmul and a dense conv, same math mode) and
+    bandwidth (copy and read-only) per working-set size."""
+
+    key: str
+    peak_gflops: float
+    # (working-set bytes, copy GB/s, read-only GB/s)
+    bandwidth: tuple[tuple[int, float, float], ...]
+
+    def gbps_for(self, working_set: int) -> float:
+        """The larger of copy and read bandwidth at the smallest calibrated working set
+        that holds ``working_set`` (the largest one beyond that)."""
+        for size, copy, read in self.bandwidth:
+            if size >= working_set:
+                return max(copy, read)
+        return max(self.bandwidth[-1][1:])
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("DSCONV_CACHE_DIR")
+    if root:
+        return Path(root) / "calibration.json"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("dsconv")) / "calibration.json"
+
+
+def calibrate(device: torch.device, dtype: str, threads: int | None) -> Calibration:
+    td = TORCH_DTYPES[dtype]
+    key = calibration_key(device, dtype, threads)
+
+    def seconds(fn: Callable[[], Any]) -> float:
+        return time_call(fn, device, min_time=0.05, warmup=2, threads=threads).median_ms * 1e-3
+
+    peak = 0.0
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32_enabled(device, dtype)  # match the convs
+    try:
+        sizes = (256, 512, 1024) if device.type == "cpu" else (2048, 4096, 8192)
+        for n in sizes:
+            a = torch.randn(n, n, device=device).to(td)
+            b = torch.randn(n, n, device=device).to(td)
+            peak = max(peak, 2 * n**3 / seconds(partial(torch.matmul, a, b)) / 1e9)
+        # oneDNN/cuDNN convs can beat the matmul library: a dense 3x3 conv is the other probe
+        c = 256 if device.type == "cpu" else 512
+        conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, td).eval()
+        conv = conv.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        x = torch.randn(1, c, 28, 28, device=device).to(td).contiguous(
+            memory_format=torch.channels_last)
+        peak = max(peak, 2 * c * c * 9 * 28 * 28 / seconds(partial(conv, x)) / 1e9)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+    bw = []
+    for size in CAL_SIZES:
+        n = size // torch.tensor([], dtype=td).element_size()
+        src = torch.randn(n, device=device).to(td)
+        dst = torch.empty_like(src)
+        bw.append((size, 2 * size / seconds(partial(dst.copy_, src)) / 1e9,
+                   size / seconds(src.sum) / 1e9))
+    return Calibration(key, round(peak, 2), tuple((s, round(c, 2), round(r, 2))
+                                                  for s, c, r in bw))
+
+
+def calibration_key(device: torch.device, dtype: str, threads: int | None) -> str:
+    return (f"{device_name(device)}|torch {torch.__version__}|{dtype}|"
+            f"threads {threads or torch.get_num_threads()}")
+
+
+def load_calibration(device: torch.device, dtype: str, threads: int | None,
+                     recalibrate: bool = False,
+                     on_status: Callable[[str], None] | None = None) -> Calibration:
+    """The cached calibration for this device, torch, dtype and threads, or a fresh one."""
+    path = _cache_file()
+    key = calibration_key(device, dtype, threads)
+    cache: dict[str, Any] = {}
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if not recalibrate and isinstance(cache.get(key), dict):
+        c = cache[key]
+        try:
+            return Calibration(key, float(c["peak_gflops"]),
+                               tuple((int(s), float(a), float(b)) for s, a, b in c["bandwidth"]))
+        except (KeyError, TypeError, ValueError):
+            pass  # a damaged entry is recalibrated
+    if on_status:
+        on_status(f"calibrating peak FLOP/s and bandwidth for {key} (cached in {path})")
+    cal = calibrate(device, dtype, threads)
+    cache[key] = {"peak_gflops": cal.peak_gflops, "bandwidth": [list(b) for b in cal.bandwidth]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache only costs a recalibration next time
+    return cal
+
+
+def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> dict[str, Any]:
+    """Achieved rates and the roofline bound for one measured layer.
+
+    bound = max(FLOPs / peak, bytes / bandwidth at this working set); the fraction
+    bound/median is at most 1 unless the measurement beat the calibration, which is
+    flagged, never clipped.
+    """
+    sec = timing.median_ms * 1e-3
+    gbps_peak = cal.gbps_for(bytes_moved)
+    compute_ms = flops / (cal.peak_gflops * 1e9) * 1e3 if cal.peak_gflops else 0.0
+    memory_ms = bytes_moved / (gbps_peak * 1e9) * 1e3 if gbps_peak else 0.0
+    bound = max(compute_ms, memory_ms)
+    frac = bound / timing.median_ms if timing.median_ms else 0.0
+    flag = None
+    if frac > 1.05:
+        flag = ("exceeds calibrated roofline: " + (
+            "data stayed in cache between calls" if memory_ms >= compute_ms
+            else "the conv kernel beats the calibration matmul"))
+    return {
+        **timing.to_dict(),
+        "gflops": round(flops / sec / 1e9, 3) if sec else 0.0,
+        "gbps": round(bytes_moved / sec / 1e9, 3) if sec else 0.0,
+        "bound_ms": round(bound, 6),
+        "bound": "memory" if memory_ms >= compute_ms else "compute",
+        "roofline_fraction": round(frac, 4),
+        "flag": flag,
+    }
+
+
+def available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def is_oom(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or (
+        "can't allocate" in msg) or "not enough memory" in msg
+

@@ -270,3 +270,60 @@ def compare_view(env: dict[str, Any]) -> list[Table]:
         t.rows.append(row)
     t.notes.append(COUNTING_NOTE)
     return [t]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def preset_view(env: dict[str, Any]) -> list[Table]:
+    out = []
+    for case in env["cases"]:
+        m = case["model"]
+        fc = case.get("full_conv")
+        measured = "measured" in case
+        cols = ["stage", "blocks", "output", "params", "MACs", "MAC share"]
+        if measured:
+            cols += ["median ms", "time share"]
+        if fc:
+            cols += ["full-conv params", "full-conv MACs", "MACs x"]
+        t = Table(f"{m['name']} (width {m['width']}, {m['resolution']}x{m['resolution']}, "
+                  f"{m['classes']} classes, batch {m['batch']}, {m['dtype']})", cols)
+        fc_stages = {s["stage"]: s for s in fc["stages"]} if fc else {}
+        for s in case["stages"]:
+            row = [s["stage"], str(s["blocks"]), fmt_shape(s["output_shape"]),
+                   fmt_int(s["params"]), fmt_int(s["macs"]), _pct(s["share_macs"])]
+            if measured:
+                sm = s["measured"]
+                row += [f"{sm['median_ms']:.3f}", _pct(sm["share_time"])]
+            if fc:
+                f = fc_stages[s["stage"]]
+                row += [fmt_int(f["params"]), fmt_int(f["macs"]),
+                        fmt_ratio(f["macs"] / s["macs"] if s["macs"] else None)]
+            t.rows.append(row)
+            t.styles.append(None)
+        tot = case["totals"]
+        row = ["total", str(sum(s["blocks"] for s in case["stages"])),
+               fmt_shape(tot["output_shape"]), fmt_int(tot["params"]), fmt_int(tot["macs"]),
+               "100.0%"]
+        if measured:
+            row += [f"{case['measured']['median_ms']:.3f}", "(whole network)"]
+        if fc:
+            ft = fc["totals"]
+            row += [fmt_int(ft["params"]), fmt_int(ft["macs"]),
+                    fmt_ratio(ft["macs"] / tot["macs"])]
+        t.rows.append(row)
+        t.styles.append("bold")
+        if measured:
+            t.notes.append("Time share: each stage's median over the sum of the stage medians "
+                           "(stages timed on their own).")
+        t.notes.append(COUNTING_NOTE)
+        out.append(t)
+        if case.get("layers"):
+            lt = Table(f"{m['name']}: layers", ["stage", "layer", "kind", "output", "params",
+                                                "MACs"])
+            for la in case["layers"]:
+                lt.rows.append([la["stage"], la["name"], la["kind"], fmt_shape(la["output_shape"]),
+                                fmt_int(la["params"]), fmt_int(la["macs"])])
+            out.append(lt)
+    return out

@@ -185,10 +185,12 @@ LOADED = ("import sys, json; from typer.testing import CliRunner; from dsconv_cl
           "if m.split('.')[0] in ('torch', 'rich'))]))")
 
 
-@pytest.mark.parametrize("extra,rich_allowed", [([], True), (["--json"], False),
-                                                (["--format", "csv"], False)])
-def test_compare_never_imports_torch(extra: list[str], rich_allowed: bool) -> None:
-    code = LOADED.format(args=SEED + extra)
+@pytest.mark.parametrize("args,rich_allowed", [
+    (SEED, True), ([*SEED, "--json"], False), ([*SEED, "--format", "csv"], False),
+    (["compare", "--model", "mobilenet_v2", "--vs", "full-conv", "--json"], False),
+    (["compare", "--model", "efficientnet_b0", "--per-layer"], True)])
+def test_compare_never_imports_torch(args: list[str], rich_allowed: bool) -> None:
+    code = LOADED.format(args=args)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=_env(), timeout=60)
     exit_code, mods = json.loads(p.stdout.strip().splitlines()[-1])

@@ -10,7 +10,8 @@ import typer
 
 from dsconv_cli.cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
 from dsconv_cli.errors import FieldError, InputError
-from dsconv_cli.render import OutputFormat, compare_view, envelope
+from dsconv_cli.presets import PRESETS, full_conv, get_preset
+from dsconv_cli.render import OutputFormat, compare_view, envelope, preset_view
 
 from .common import check_reports, emit, handle_errors, progress, status, warn
 from .options import (
@@ -44,7 +45,12 @@ class Activation(str, Enum):
     silu = "silu"
 
 
+class Versus(str, Enum):
+    full_conv = "full-conv"
+
+
 LAYER = "Layer (comma lists sweep)"
+MODEL = "Architecture presets"
 BLOCK = "Block kinds"
 NumOpt = Optional[str]
 
@@ -122,6 +128,20 @@ def compare(
         rich_help_panel=BLOCK)] = None,
     max_cases: Annotated[int, typer.Option(help="Cap on sweep cases.",
                                            rich_help_panel=LAYER)] = MAX_CASES,
+    model: Annotated[Optional[str], typer.Option(
+        help="Analyse a whole network: " + ", ".join(PRESETS) + ".",
+        rich_help_panel=MODEL)] = None,
+    width: Annotated[Optional[float], typer.Option(
+        help="Width multiplier (alpha) of --model.", rich_help_panel=MODEL)] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        help="Input resolution of --model (default 224).", rich_help_panel=MODEL)] = None,
+    classes: Annotated[Optional[int], typer.Option(
+        help="Classifier classes of --model (default 1000).", rich_help_panel=MODEL)] = None,
+    vs: Annotated[Optional[Versus], typer.Option(
+        "--vs", help="full-conv: the same network with every depthwise+pointwise pair "
+        "replaced by a dense conv, side by side.", rich_help_panel=MODEL)] = None,
+    per_layer: Annotated[bool, typer.Option(
+        "--per-layer", help="List every layer of --model.", rich_help_panel=MODEL)] = False,
     measure: Annotated[bool, typer.Option(
         "--measure", help="Time real layers with PyTorch (imports torch).",
         rich_help_panel="Measurement")] = False,
@@ -141,6 +161,7 @@ def compare(
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """
     reports = check_reports(report)
+    model_opts = {"width": width, "resolution": resolution, "classes": classes, "vs": vs}
     values = {
         "in": in_, "out": out, "kernel": kernel, "hw": hw, "stride": stride,
         "padding": padding, "dilation": dilation, "groups": groups, "batch": batch,
@@ -149,6 +170,19 @@ def compare(
         "eca_k": eca_k, "kind": kind.value, "bias": bias, "se": se,
         "activation": activation.value if activation else None,
     }
+    if model is not None:
+        given = [f for f, v in values.items() if v is not None and f != "kind"]
+        if given or kind is not Kind.separable:
+            what = option_name(given[0]) if given else "--kind"
+            raise InputError(f"Invalid value for '{what}': layer options do not apply with "
+                             "--model")
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup)
+                if measure else None)
+        return compare_model(model, width, resolution, classes, vs, per_layer, batch, dtype,
+                             opts, recalibrate, fmt, as_json, reports)
+    for name, v in model_opts.items():
+        if v is not None:
+            raise InputError(f"Invalid value for '--{name}': needs --model")
     if in_ is None:
         raise InputError("Missing option '--in' (input channels)",
                          hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
@@ -198,3 +232,32 @@ def measure_cases(cases: list[LayerCase], opts: Any,
         warn(f"interrupted: reporting the {len(done)} case(s) measured so far")
         failed = "interrupted"
     return envelope(done, environment=session.environment), failed
+
+
+def compare_model(name: str, width: float | None, resolution: int | None,
+                  classes: int | None, vs: Versus | None, per_layer: bool, batch: str | None,
+                  dtype: Dtype, opts: Any, recalibrate: bool,
+                  fmt: OutputFormat, as_json: bool, reports: Any) -> None:
+    try:
+        preset = get_preset(name, 1.0 if width is None else width,
+                            224 if resolution is None else resolution,
+                            1000 if classes is None else classes)
+        nbatch = 1 if batch is None else parse_value("batch", batch)
+        if nbatch <= 0:
+            raise FieldError("batch", f"must be positive, got {nbatch}")
+    except FieldError as e:
+        raise InputError(f"Invalid value for '{option_name(e.field)}': {e.message}",
+                         e.hint) from None
+    d = preset.to_dict(nbatch, dtype.value, per_layer)
+    if vs is Versus.full_conv:
+        fc = full_conv(preset).to_dict(nbatch, dtype.value)
+        d["full_conv"] = {"totals": fc["totals"], "stages": fc["stages"]}
+    environment = None
+    if opts is not None:
+        from ..torch_backend.measure import measure_preset, open_session
+
+        session = open_session(opts, recalibrate, on_status=status)
+        with progress(1 + len(d["stages"])) as advance:
+            measure_preset(preset, d, session, advance)
+        environment = session.environment
+    emit(envelope([d], environment=environment), preset_view, fmt, as_json, reports)

@@ -26,7 +26,7 @@ from .modules import (
     activation,
 )
 
-__all__ = ["build", "build_sequence"]
+__all__ = ["build", "build_preset", "build_sequence"]
 
 
 def _conv(s: ConvSpec) -> nn.Module:
@@ -69,3 +69,11 @@ def build(spec: Spec) -> nn.Module:
 def build_sequence(layers: Sequence[tuple[str, Spec]]) -> nn.Sequential:
     """Layers one after another; child names are the layer names with '.' -> '_'."""
     return nn.Sequential(OrderedDict((n.replace(".", "_"), build(s)) for n, s in layers))
+
+
+def build_preset(preset: Preset) -> nn.Sequential:
+    """A preset network as ``Sequential(stage -> Sequential(layer -> module))``, random init.
+
+    State-dict keys look like ``stage1.block2.block.depthwise.0.weight``."""
+    return nn.Sequential(OrderedDict(
+        (st, build_sequence(preset.stage_layers(st))) for st in preset.stages))

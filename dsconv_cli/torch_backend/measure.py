@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..cases import LayerCase
-from ..cost import DTYPE_BYTES, Cost
+from ..cost import DTYPE_BYTES, Cost, cost_sequence
+from ..presets import Preset
 from ..errors import BackendError
 from ..specs import Spec
-from .build import build
+from .build import build, build_preset, build_sequence
 from .timing import (
     Calibration,
     MeasureOptions,
@@ -30,7 +31,8 @@ from .timing import (
     time_call,
 )
 
-__all__ = ["Session", "SkipCase", "measure_layer_case", "open_session", "verdict"]
+__all__ = ["Session", "SkipCase", "measure_layer_case", "measure_preset", "open_session",
+           "verdict"]
 
 Progress = Callable[[str], None]
 
@@ -167,3 +169,28 @@ def verdict(d: dict[str, Any]) -> str:
         return head + ("; " + reasons[0] if reasons else "")
     head = f"measured {measured:.2f}x vs theoretical {theory:.2f}x"
     return head + (": " + "; ".join(reasons) if reasons else "")
+
+
+def measure_preset(preset: Preset, d: dict[str, Any], s: Session,
+                   on_progress: Progress | None = None) -> dict[str, Any]:
+    """Time the whole network and each stage; add each stage's share of the time."""
+    batch = d["model"]["batch"]
+    total = preset.cost(batch, s.options.dtype)
+    check_memory(3 * (total.params + total.peak_activation_elems) * DTYPE_BYTES[
+        s.options.dtype], s, preset.name)
+    if on_progress:
+        on_progress(f"{preset.name}: whole network")
+    d["measured"] = measure_module(partial(build_preset, preset), total.input_shape, total,
+                                   s)["measured"]
+    layer_costs = dict(total.parts)
+    for st in d["stages"]:
+        layers = preset.stage_layers(st["stage"])
+        c = cost_sequence(layers, layer_costs[layers[0][0]].input_shape,
+                          DTYPE_BYTES[s.options.dtype])
+        if on_progress:
+            on_progress(f"{preset.name}: {st['stage']}")
+        st.update(measure_module(partial(build_sequence, layers), c.input_shape, c, s))
+    times = sum(st["measured"]["median_ms"] for st in d["stages"])
+    for st in d["stages"]:
+        st["measured"]["share_time"] = round(st["measured"]["median_ms"] / times, 4)
+    return d

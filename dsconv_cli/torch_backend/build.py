@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from dsconv_cli.presets import Preset
 from dsconv_cli.specs import (
     ConvSpec,
     ECASpec,

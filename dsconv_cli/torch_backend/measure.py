@@ -13,8 +13,8 @@ from torch import nn
 
 from ..cases import LayerCase
 from ..cost import DTYPE_BYTES, Cost, cost_sequence
-from ..presets import Preset
 from ..errors import BackendError
+from ..presets import Preset
 from ..specs import Spec
 from .build import build, build_preset, build_sequence
 from .timing import (

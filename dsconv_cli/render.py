@@ -327,3 +327,51 @@ def preset_view(env: dict[str, Any]) -> list[Table]:
                                 fmt_int(la["params"]), fmt_int(la["macs"])])
             out.append(lt)
     return out
+
+
+def _pair(v: list[int] | None) -> str:
+    return "-" if v is None else fmt_shape(v)
+
+
+def _f(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def convert_view(env: dict[str, Any]) -> list[Table]:
+    out = []
+    for case in env["cases"]:
+        t = Table(f"convert {case['name']} (init {case['options']['init']})",
+                  ["layer", "input", "in>out", "kernel", "stride", "dil", "params before",
+                   "params after", "MACs before", "MACs after", "rank/max", "energy",
+                   "weight err", "status"])
+        for la in case["layers"]:
+            rank = "-" if la["rank"] is None else f"{la['rank']}/{la['max_rank']}"
+            name = la["name"] + (f" (= {', '.join(la['aliases'])})" if la["aliases"] else "")
+            t.rows.append([
+                name, _pair(la["input_shape"]), f"{la['in_channels']}>{la['out_channels']}",
+                _pair(la["kernel"]), _pair(la["stride"]), _pair(la["dilation"]),
+                fmt_int(la["params_before"]), fmt_int(la["params_after"]),
+                fmt_int(la["macs_before"]), fmt_int(la["macs_after"]), rank,
+                _f(la["energy"]), _f(la["weight_error"]),
+                la["status"] if la["status"] == "converted" else f"skipped: {la['reason']}",
+            ])
+            t.styles.append(None if la["status"] == "converted" else "dim")
+        tot = case["totals"]
+        if tot["converted"] == 0:
+            t.notes.append("No eligible layer: the model is unchanged.")
+        t.notes.append(
+            f"Converted {tot['converted']} of {tot['layers']} Conv2d layers; model params "
+            f"{fmt_int(tot['model_params_before'])} -> {fmt_int(tot['model_params_after'])}"
+            + (f"; conv MACs {fmt_int(tot['conv_macs_before'])} -> "
+               f"{fmt_int(tot['conv_macs_after'])}" if tot["conv_macs_before"] is not None
+               else ""))
+        v = case["verification"]
+        if v["verified"]:
+            t.notes.append(f"Output check (eval, seed {v['seed']}, input "
+                           f"{fmt_shape(v['input_shape'])}): max |diff| "
+                           f"{v['max_abs_diff']:.3g}, relative {v['rel_diff']:.3g}")
+        else:
+            t.notes.append(f"Output check: {v['note']}.")
+        t.notes.append(case["output_note"])
+        out.append(t)
+    return out

@@ -10,6 +10,7 @@ from dsconv_cli import __version__
 
 from .common import STATE
 from .compare import compare
+from .convert import convert
 
 app = typer.Typer(
     name="dsconv",
@@ -41,3 +42,4 @@ def main(
 
 
 app.command(no_args_is_help=True)(compare)
+app.command(no_args_is_help=True)(convert)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
+from dsconv_cli.atomic import write_atomic
 from dsconv_cli.errors import DsconvError, InputError
 from dsconv_cli.render import OutputFormat, View, format_from_path, format_report, make_console
 
@@ -91,18 +90,6 @@ def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]
             raise InputError(f"--report {p}: folder {p.parent} does not exist")
         out.append((p, fmt))
     return out
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write through a temp file in the same folder, then rename: never a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,

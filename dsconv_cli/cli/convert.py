@@ -1,0 +1,190 @@
+"""``dsconv convert``: replace eligible Conv2d layers of a saved model with depthwise
+separable pairs initialised from the original weights, verify, and write atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..atomic import write_all_atomic
+from ..errors import InputError
+from ..plan import PlanOptions
+from ..render import OutputFormat, convert_view, envelope
+from .common import check_reports, emit, handle_errors, status, warn
+from .options import FormatOpt, JsonOpt, ReportOpt
+
+LOAD = "Loading (safe by default)"
+PICK = "Which layers, and how"
+WRITE = "Writing"
+
+
+class Init(str, Enum):
+    svd = "svd"
+    random = "random"
+
+
+@handle_errors
+def convert(
+    model: Annotated[Path, typer.Argument(help="A saved model: a state_dict or checkpoint "
+                                          "(with --arch), or a pickled nn.Module "
+                                          "(with --trust-pickle).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Where to write the converted model.", rich_help_panel=WRITE)
+    ] = None,
+    input_shape: Annotated[Optional[str], typer.Option(
+        help="Input shape for a real forward pass (e.g. 1,3,224,224): gives layer shapes, "
+        "MACs and the output check.")] = None,
+    map_location: Annotated[str, typer.Option(
+        help="Device the file's tensors load onto.", rich_help_panel=LOAD)] = "cpu",
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Allow a pickled nn.Module. DANGER: unpickling runs code "
+        "from the file; use it only for files you trust.", rich_help_panel=LOAD)] = False,
+    state_dict_key: Annotated[Optional[str], typer.Option(
+        help="Key of the state_dict inside a checkpoint dict.", rich_help_panel=LOAD)] = None,
+    arch: Annotated[Optional[str], typer.Option(
+        help="Builds the model for a state_dict: package.module:callable, "
+        "path/file.py:callable, or a preset name.", rich_help_panel=LOAD)] = None,
+    arch_kwargs: Annotated[Optional[str], typer.Option(
+        help="JSON object of keyword arguments for --arch.", rich_help_panel=LOAD)] = None,
+    min_channels: Annotated[int, typer.Option(
+        help="Skip convs with fewer input channels.", rich_help_panel=PICK)] = 32,
+    include: Annotated[Optional[list[str]], typer.Option(
+        help="Only layers whose name matches this glob (repeatable).",
+        rich_help_panel=PICK)] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Skip layers whose name matches this glob (repeatable).",
+        rich_help_panel=PICK)] = None,
+    depth_multiplier: Annotated[int, typer.Option(
+        help="Depthwise filters per input channel (the rank of the factorisation).",
+        rich_help_panel=PICK)] = 1,
+    init: Annotated[Init, typer.Option(
+        help="svd: best rank-m factorisation of the original weights; random: fresh "
+        "weights (needs retraining).", rich_help_panel=PICK)] = Init.svd,
+    energy: Annotated[Optional[float], typer.Option(
+        help="Pick per layer the smallest multiplier keeping this fraction of the spectral "
+        "energy (0-1].", rich_help_panel=PICK)] = None,
+    max_error: Annotated[Optional[float], typer.Option(
+        help="Skip layers whose relative weight error would exceed this.",
+        rich_help_panel=PICK)] = None,
+    allow_larger: Annotated[bool, typer.Option(
+        "--allow-larger", help="Convert layers even when the DS form is not smaller.",
+        rich_help_panel=PICK)] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the verification input and of "
+                                      "--init random.")] = 0,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report only; write nothing.", rich_help_panel=WRITE)] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing output.", rich_help_panel=WRITE)] = False,
+    write_unchanged: Annotated[bool, typer.Option(
+        "--write-unchanged", help="Write the output even when no layer was converted.",
+        rich_help_panel=WRITE)] = False,
+    fmt: FormatOpt = OutputFormat.table,
+    as_json: JsonOpt = False,
+    report: ReportOpt = None,
+) -> None:
+    """Convert a saved model's eligible Conv2d layers to depthwise separable pairs,
+    initialised from the original weights, with a per-layer report."""
+    reports = check_reports(report)
+    plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
+                         max_error, allow_larger)
+    kwargs = _arch_kwargs(arch_kwargs)
+    _check_output(model, output, dry_run, force)
+
+    from ..torch_backend.convert import (
+        ConvertOptions,
+        convert_model,
+        load_model,
+        parse_input_shape,
+        serialise,
+    )
+
+    shape = parse_input_shape(input_shape) if input_shape else None
+    t0 = time.perf_counter()
+    loaded = load_model(model, map_location=map_location, trust_pickle=trust_pickle,
+                        state_dict_key=state_dict_key, arch=arch, arch_kwargs=kwargs, warn=warn)
+    t_load = time.perf_counter() - t0
+    for note in loaded.notes:
+        status(f"note: {note}")
+    decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
+    rep["timing_s"]["load"] = round(t_load, 4)
+    converted = rep["totals"]["converted"]
+    written: list[str] = []
+    if dry_run:
+        rep["output_note"] = "dry run: nothing written"
+    elif converted == 0 and not write_unchanged:
+        rep["output_note"] = "no layer converted: nothing written (--write-unchanged writes it)"
+    else:
+        assert output is not None
+        t1 = time.perf_counter()
+        files = serialise(loaded, decisions, output)
+        write_all_atomic(files)
+        rep["timing_s"]["write"] = round(time.perf_counter() - t1, 4)
+        written = [str(p) for p, _ in files]
+        rep["output_note"] = "wrote " + ", ".join(written)
+    case = {"name": str(model), "source": {"path": str(model), "format": loaded.kind},
+            "options": {"init": plan.init, "depth_multiplier": plan.depth_multiplier,
+                        "energy": plan.energy, "max_error": plan.max_error,
+                        "min_channels": plan.min_channels, "allow_larger": plan.allow_larger},
+            **rep, "written": written}
+    emit(envelope([case], environment=_environment(map_location)), convert_view, fmt, as_json,
+         reports)
+
+
+def _environment(map_location: str) -> dict[str, Any]:
+    import torch
+
+    return {"device": map_location, "torch": torch.__version__}
+
+
+def _plan_options(min_channels: int, include: list[str] | None, exclude: list[str] | None,
+                  m: int, init: Init, energy: float | None, max_error: float | None,
+                  allow_larger: bool) -> PlanOptions:
+    if min_channels < 1:
+        raise InputError(f"--min-channels must be >= 1, got {min_channels}")
+    if m < 1:
+        raise InputError(f"--depth-multiplier must be >= 1, got {m}")
+    if energy is not None:
+        if not 0 < energy <= 1:
+            raise InputError(f"--energy must be in (0, 1], got {energy}")
+        if init is not Init.svd:
+            raise InputError("--energy needs --init svd (it reads the weights' spectrum)")
+        if m != 1:
+            raise InputError("give --energy or --depth-multiplier, not both")
+    if max_error is not None and max_error < 0:
+        raise InputError(f"--max-error must be >= 0, got {max_error}")
+    return PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m, energy,
+                       max_error, allow_larger, init.value)
+
+
+def _arch_kwargs(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--arch-kwargs: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError("--arch-kwargs: must be a JSON object like '{\"num_classes\": 10}'")
+    return value
+
+
+def _check_output(model: Path, output: Path | None, dry_run: bool, force: bool) -> None:
+    if output is None:
+        if not dry_run:
+            raise InputError("Missing option '--output' / '-o'", hint="or use --dry-run")
+        return
+    if output.exists() and model.exists() and output.resolve() == model.resolve():
+        raise InputError(f"--output {output}: is the input file; write somewhere else")
+    if dry_run:
+        return
+    if not output.parent.exists():
+        raise InputError(f"--output {output}: folder {output.parent} does not exist")
+    if output.is_dir():
+        raise InputError(f"--output {output}: is a folder")
+    if output.exists() and not force:
+        raise InputError(f"--output {output}: exists; pass --force to overwrite it")

@@ -1,0 +1,161 @@
+"""Conversion planning on plain data (stdlib only): which Conv2d layers become depthwise
+separable pairs, at which depth multiplier, and why the others are skipped.
+
+The backend measures each layer (attributes, input size, the singular values of its
+per-channel slices) and applies the decisions; the choices themselves live here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cost import cost
+from .specs import ConvSpec, Padding, SeparableSpec
+
+__all__ = ["ConvFacts", "Decision", "PlanOptions", "decide", "plan_layer_dict"]
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    min_channels: int = 32
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    depth_multiplier: int = 1
+    energy: float | None = None
+    max_error: float | None = None
+    allow_larger: bool = False
+    init: str = "svd"
+
+
+@dataclass(frozen=True)
+class ConvFacts:
+    """What the backend read off one ``nn.Conv2d``."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Padding | str
+    dilation: tuple[int, int]
+    groups: int
+    bias: bool
+    padding_mode: str = "zeros"
+    input_shape: tuple[int, ...] | None = None
+    #: cumulative fraction of spectral energy kept at rank 1..max_rank (svd init only)
+    energy_by_rank: tuple[float, ...] = ()
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def max_rank(self) -> int:
+        return min(self.out_channels, self.kernel[0] * self.kernel[1])
+
+    def spec(self) -> ConvSpec:
+        pad = (0, 0) if self.padding == "valid" else self.padding
+        return ConvSpec(self.in_channels, self.out_channels, self.kernel, self.stride,
+                        pad, self.dilation, self.groups, self.bias)  # type: ignore[arg-type]
+
+    def separable(self, m: int) -> SeparableSpec:
+        base = self.spec()
+        return SeparableSpec(self.in_channels, self.out_channels, self.kernel, self.stride,
+                             base.padding, self.dilation, m, self.bias)
+
+
+@dataclass(frozen=True)
+class Decision:
+    facts: ConvFacts
+    convert: bool
+    reason: str
+    rank: int | None = None
+    energy: float | None = None
+    weight_error: float | None = None
+    params_before: int = 0
+    params_after: int | None = None
+    macs_before: int | None = None
+    macs_after: int | None = None
+
+
+def _params(spec: Any) -> int:
+    return cost(spec, (1, spec.in_channels, 64, 64)).params  # params do not depend on size
+
+
+def _macs(spec: Any, shape: tuple[int, ...] | None) -> int | None:
+    if shape is None or len(shape) != 4:
+        return None
+    return cost(spec, shape).macs
+
+
+def eligibility(f: ConvFacts, o: PlanOptions) -> str | None:
+    """Why this conv is not a candidate at all, or None."""
+    names = (f.name, *f.aliases)
+    if f.groups != 1:
+        return ("already depthwise" if f.groups == f.in_channels else "grouped conv") + (
+            f" (groups={f.groups})")
+    if f.kernel == (1, 1):
+        return "1x1 conv (already pointwise)"
+    if f.in_channels < o.min_channels:
+        return f"in_channels {f.in_channels} < --min-channels {o.min_channels}"
+    if o.include and not any(fnmatch.fnmatchcase(n, p) for n in names for p in o.include):
+        return "not matched by --include"
+    for p in o.exclude:
+        if any(fnmatch.fnmatchcase(n, p) for n in names):
+            return f"excluded by --exclude {p!r}"
+    return None
+
+
+def choose_rank(f: ConvFacts, o: PlanOptions) -> int:
+    if o.energy is None or not f.energy_by_rank:
+        return o.depth_multiplier
+    for m, e in enumerate(f.energy_by_rank, start=1):
+        if e >= o.energy - 1e-12:
+            return m
+    return f.max_rank
+
+
+def decide(f: ConvFacts, o: PlanOptions) -> Decision:
+    """Convert or skip one layer, with the numbers that justify it."""
+    spec = f.spec()
+    before = _params(spec)
+    macs_before = _macs(spec, f.input_shape)
+    why = eligibility(f, o)
+    if why:
+        return Decision(f, False, why, params_before=before, macs_before=macs_before)
+    m = choose_rank(f, o)
+    ds = f.separable(m)
+    after = _params(ds)
+    energy = err = None
+    if o.init == "svd" and f.energy_by_rank:
+        energy = 1.0 if m >= f.max_rank else f.energy_by_rank[m - 1]
+        err = math.sqrt(max(0.0, 1.0 - energy))  # Eckart-Young: the best rank-m error
+    reason = "converted"
+    if after >= before and not o.allow_larger:
+        reason = f"DS form not smaller ({after:,} >= {before:,} params; --allow-larger " \
+                 "converts it)"
+    elif o.max_error is not None and err is not None and err > o.max_error:
+        reason = f"weight error {err:.3f} > --max-error {o.max_error}"
+    return Decision(f, reason == "converted", reason, rank=m, energy=energy, weight_error=err,
+                    params_before=before, params_after=after, macs_before=macs_before,
+                    macs_after=_macs(ds, f.input_shape))
+
+
+def plan_layer_dict(d: Decision) -> dict[str, Any]:
+    """One entry of a ``.plan.json``: enough to rebuild the structure without weights."""
+    f = d.facts
+    return {
+        "name": f.name, "aliases": list(f.aliases), "in_channels": f.in_channels,
+        "out_channels": f.out_channels, "kernel": list(f.kernel), "stride": list(f.stride),
+        "padding": f.padding if isinstance(f.padding, str) else list(f.padding),
+        "dilation": list(f.dilation), "padding_mode": f.padding_mode, "bias": f.bias,
+        "depth_multiplier": d.rank,
+    }
+
+
+def plan_document(decisions: Sequence[Decision], source: str) -> dict[str, Any]:
+    return {"plan_version": PLAN_VERSION, "tool": "dsconv", "source": source,
+            "layers": [plan_layer_dict(d) for d in decisions if d.convert]}

@@ -1,0 +1,494 @@
+"""Safe model loading, Conv2d -> depthwise separable surgery, weight initialisation from
+the original weights (per-channel SVD), verification, and atomic writing."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import pickle
+import sys
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..plan import ConvFacts, Decision, PlanOptions, decide, plan_document
+from ..presets import PRESETS, get_preset
+from .build import build_preset
+
+__all__ = [
+    "ConvertOptions",
+    "Loaded",
+    "apply_plan",
+    "convert_model",
+    "load_model",
+    "parse_input_shape",
+]
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+PREFIXES = ("module.", "model.")
+
+
+# ------------------------------------------------------------------------- loading
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    kind: str  # "module" | "state_dict"
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    if not head:
+        raise InputError(f"{path}: empty file")
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            return
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            raise InputError(f"{path}: a TorchScript archive; dsconv converts eager nn.Module "
+                             "models", hint="pass the original model or its state_dict")
+
+
+def _torch_load(path: Path, map_location: str, trust_pickle: bool,
+                warn: Callable[[str], None]) -> Any:
+    try:
+        location = torch.device(map_location)
+    except RuntimeError:
+        raise InputError(f"--map-location {map_location!r}: not a torch device "
+                         "(e.g. cpu, cuda, cuda:1)") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notes etc.: the outcome is what counts
+            return torch.load(path, map_location=location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Unsupported global" not in msg:  # garbage, not a pickled object
+            detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported" in ln),
+                          msg.splitlines()[0] if msg else "unpickling error")
+            raise InputError(f"{path}: not a torch file ({detail})") from None
+        if not trust_pickle:
+            raise InputError(
+                f"{path}: holds pickled Python objects (such as a whole nn.Module); loading "
+                "them runs code from the file", hint="pass --trust-pickle only if you trust "
+                "the file, or save and convert a state_dict with --arch") from None
+    except Exception as e:  # whatever a malformed file makes the unpickler raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a readable torch file (truncated or corrupt?): "
+                         f"{first}") from None
+    warn(f"--trust-pickle: unpickling {path} runs code from the file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=location, weights_only=False)
+    except Exception as e:  # the file's own code failed: still the user's input
+        raise InputError(f"{path}: unpickling failed: {type(e).__name__}: {e}") from None
+
+
+def _arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    if spec in PRESETS:
+        try:
+            return build_preset(get_preset(spec, **kwargs))
+        except TypeError as e:
+            raise InputError(f"--arch-kwargs for preset {spec}: {e} (width, resolution, "
+                             "classes)") from None
+    if ":" not in spec:
+        raise InputError(f"--arch {spec!r}: expected package.module:callable, "
+                         f"path/file.py:callable or a preset ({', '.join(PRESETS)})")
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py") or "/" in target:
+            file = Path(target)
+            if not file.is_file():
+                raise InputError(f"--arch {spec!r}: no such file {file}")
+            mod_spec = importlib.util.spec_from_file_location(file.stem, file)
+            assert mod_spec and mod_spec.loader
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")  # the current folder is importable, as with python -m
+            module = importlib.import_module(target)
+        fn = getattr(module, attr)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"--arch {spec!r}: cannot import it: {type(e).__name__}: {e}") from None
+    try:
+        model = fn(**kwargs)
+    except Exception as e:
+        raise InputError(f"--arch {spec!r}: calling it failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"--arch {spec!r}: returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str) -> str | None:
+    want = model.state_dict()
+    stripped = None
+    for prefix in PREFIXES:
+        if set(sd) != set(want) and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            stripped = prefix
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in want
+              if k in sd and sd[k].shape != want[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}"
+                        + (" ..." if len(unexpected) > 3 else ""))
+    if shapes:
+        problems.append(f"shape mismatch {', '.join(shapes[:3])}")
+    if problems:
+        raise InputError(f"state_dict does not match --arch {arch}: {'; '.join(problems)}")
+    model.load_state_dict(sd)
+    return stripped
+
+
+def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = False,
+               state_dict_key: str | None = None, arch: str | None = None,
+               arch_kwargs: dict[str, Any] | None = None,
+               warn: Callable[[str], None] = lambda m: None) -> Loaded:
+    """Load a model file safely (``weights_only=True`` unless trusted); every failure is an
+    ``InputError`` naming the file and what to do."""
+    _check_file(path)
+    obj = _torch_load(path, map_location, trust_pickle, warn)
+    if isinstance(obj, torch.jit.ScriptModule):
+        raise InputError(f"{path}: a TorchScript module; dsconv converts eager models")
+    if isinstance(obj, nn.Module):
+        return Loaded(obj, "module", str(path))
+    if state_dict_key is not None:
+        if not isinstance(obj, Mapping) or state_dict_key not in obj:
+            keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else "-"
+            raise InputError(f"--state-dict-key {state_dict_key!r}: not in {path} "
+                             f"(top-level keys: {keys})")
+        obj = obj[state_dict_key]
+        if isinstance(obj, nn.Module):
+            return Loaded(obj, "module", str(path))
+    elif isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+        for k in STATE_DICT_KEYS:
+            if _is_tensor_dict(obj.get(k)) or isinstance(obj.get(k), nn.Module):
+                obj = obj[k]
+                break
+        if isinstance(obj, nn.Module):
+            return Loaded(obj, "module", str(path))
+    if not _is_tensor_dict(obj):
+        what = (f"a dict with keys {', '.join(map(str, list(obj)[:8]))}"
+                if isinstance(obj, Mapping) else type(obj).__name__)
+        raise InputError(f"{path}: no model or state_dict found ({what})",
+                         hint="name the entry with --state-dict-key")
+    if arch is None:
+        raise InputError(f"{path}: holds a state_dict; --arch is needed to build the model",
+                         hint=f"--arch package.module:callable, file.py:callable or a "
+                         f"preset ({', '.join(PRESETS)})")
+    model = _arch(arch, arch_kwargs or {})
+    stripped = _load_state_dict(model, obj, arch)
+    notes = [f"stripped key prefix {stripped!r}"] if stripped else []
+    return Loaded(model, "state_dict", str(path), notes)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise InputError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
+    if len(shape) < 2 or min(shape) <= 0:
+        raise InputError(f"--input-shape {text!r}: expected positive sizes like 1,3,224,224")
+    return shape
+
+
+# ------------------------------------------------------------------------- surgery
+
+def _conv_places(model: nn.Module) -> dict[int, tuple[nn.Conv2d, list[str]]]:
+    """Every distinct Conv2d with all the names it is reachable by (shared modules)."""
+    out: dict[int, tuple[nn.Conv2d, list[str]]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, nn.Conv2d):
+            out.setdefault(id(m), (m, []))[1].append(name)
+    return out
+
+
+def _facts(conv: nn.Conv2d, names: list[str], shape: tuple[int, ...] | None,
+           energy: tuple[float, ...]) -> ConvFacts:
+    def p(v: Any) -> tuple[int, int]:
+        return (int(v[0]), int(v[1]))
+
+    padding = conv.padding if isinstance(conv.padding, str) else p(conv.padding)
+    return ConvFacts(names[0], conv.in_channels, conv.out_channels, p(conv.kernel_size),
+                     p(conv.stride), padding, p(conv.dilation), conv.groups,
+                     conv.bias is not None, conv.padding_mode, shape, energy, tuple(names[1:]))
+
+
+def _svd(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per input channel c, the SVD of W[:, c] as a (Cout x Kh*Kw) matrix, in float64."""
+    w = conv.weight.detach().to("cpu", torch.float64)
+    cout, cin, kh, kw = w.shape
+    a = w.permute(1, 0, 2, 3).reshape(cin, cout, kh * kw)
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    return u, s, vh
+
+
+def _energy(s: torch.Tensor) -> tuple[float, ...]:
+    e = (s**2).sum(dim=0)
+    total = float(e.sum())
+    if total == 0:
+        return tuple(1.0 for _ in range(len(e)))
+    return tuple(float(v) for v in torch.cumsum(e, 0) / total)
+
+
+def make_pair(conv: nn.Conv2d, m: int, init: str,
+              svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> nn.Sequential:
+    """``Sequential(depthwise, pointwise)`` replacing ``conv``: padding, padding mode,
+    dilation and stride on the depthwise conv; the bias on the pointwise; same device,
+    dtype and train/eval mode."""
+    w = conv.weight
+    cin, cout = conv.in_channels, conv.out_channels
+    kh, kw = conv.kernel_size
+    dev, dt = w.device, w.dtype
+    attrs: dict[str, Any] = {"kernel_size": conv.kernel_size, "stride": conv.stride,
+                             "padding": conv.padding, "dilation": conv.dilation,
+                             "padding_mode": conv.padding_mode}
+    dw = nn.Conv2d(cin, cin * m, groups=cin, bias=False, device=dev, dtype=dt, **attrs)
+    pw = nn.Conv2d(cin * m, cout, 1, bias=conv.bias is not None, device=dev, dtype=dt)
+    if init == "svd":
+        u, s, vh = svd if svd is not None else _svd(conv)
+        k = min(m, s.shape[1])
+        d = torch.zeros(cin, m, kh * kw, dtype=torch.float64)
+        d[:, :k] = vh[:, :k, :]
+        pmat = torch.zeros(cout, cin, m, dtype=torch.float64)
+        pmat[:, :, :k] = (u[:, :, :k] * s[:, None, :k]).permute(1, 0, 2)
+        with torch.no_grad():
+            dw.weight.copy_(d.reshape(cin * m, 1, kh, kw))
+            pw.weight.copy_(pmat.reshape(cout, cin * m, 1, 1))
+    if conv.bias is not None:
+        with torch.no_grad():
+            assert pw.bias is not None
+            pw.bias.copy_(conv.bias)
+    pair = nn.Sequential(dw, pw)
+    pair.train(conv.training)
+    return pair
+
+
+def effective_weight_error(conv: nn.Conv2d, pair: nn.Sequential) -> float:
+    """||W' - W|| / ||W||, W' the dense kernel the pair computes (from its real weights)."""
+    dw, pw = pair[0], pair[1]
+    assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
+    cin, cout = conv.in_channels, conv.out_channels
+    m = dw.out_channels // cin
+    d = dw.weight.detach().to("cpu", torch.float64).reshape(cin, m, -1)
+    p = pw.weight.detach().to("cpu", torch.float64).reshape(cout, cin, m)
+    eff = torch.einsum("ocm,cmk->ock", p, d)
+    w = conv.weight.detach().to("cpu", torch.float64).reshape(cout, cin, -1)
+    norm = float(w.norm())
+    return float((eff - w).norm()) / norm if norm else 0.0
+
+
+def _replace(model: nn.Module, replacements: dict[int, nn.Module]) -> None:
+    """Put each replacement everywhere its conv was (a shared conv stays shared)."""
+    places = [(parent, name, child) for parent in model.modules()
+              for name, child in parent._modules.items()
+              if child is not None and id(child) in replacements]
+    for parent, name, child in places:
+        setattr(parent, name, replacements[id(child)])
+
+
+def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int
+                  ) -> tuple[dict[int, tuple[int, ...]], torch.Tensor, torch.Tensor]:
+    """Shapes reaching each conv, the input used and the output, from one eval forward."""
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+        shapes.setdefault(id(mod), tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
+             if isinstance(m, nn.Conv2d)]
+    try:
+        x, y = _forward(model, shape, seed)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes, x, y
+
+
+def _forward(model: nn.Module, shape: tuple[int, ...], seed: int,
+             x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    if x is None:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(*shape, generator=g).to(dev, dt)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except Exception as e:
+        raise InputError(f"--input-shape {','.join(map(str, shape))}: the forward pass "
+                         f"failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if not isinstance(y, torch.Tensor):
+        y = next(t for t in (y.values() if isinstance(y, Mapping) else y)
+                 if isinstance(t, torch.Tensor))
+    return x, y
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    plan: PlanOptions = PlanOptions()
+    input_shape: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], dict[str, Any]]:
+    """Convert ``loaded.model`` in place. Returns the per-layer decisions and a report
+    (per-layer rows, totals, verification, timings)."""
+    model = loaded.model
+    t0 = time.perf_counter()
+    shapes: dict[int, tuple[int, ...]] = {}
+    x = y_before = None
+    if o.input_shape is not None:
+        shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed)
+    places = _conv_places(model)
+    decisions: list[Decision] = []
+    replacements: dict[int, nn.Module] = {}
+    errors: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(o.seed)
+        for key, (conv, names) in places.items():
+            svd = None
+            energy: tuple[float, ...] = ()
+            if conv.groups == 1 and conv.kernel_size != (1, 1) and o.plan.init == "svd":
+                svd = _svd(conv)
+                energy = _energy(svd[1])
+            d = decide(_facts(conv, names, shapes.get(key), energy), o.plan)
+            decisions.append(d)
+            if d.convert:
+                assert d.rank is not None
+                pair = make_pair(conv, d.rank, o.plan.init, svd)
+                replacements[key] = pair
+                errors[d.facts.name] = effective_weight_error(conv, pair)
+    _replace(model, replacements)
+    t_convert = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    verification: dict[str, Any] = {"verified": False,
+                                    "note": "output not verified: no --input-shape"}
+    if o.input_shape is not None and x is not None and y_before is not None:
+        _, y_after = _forward(model, o.input_shape, o.seed, x)
+        diff = (y_after.double() - y_before.double())
+        ref = float(y_before.double().norm())
+        verification = {
+            "verified": True, "input_shape": list(o.input_shape), "seed": o.seed,
+            "mode": "eval", "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
+            "rel_diff": float(diff.norm()) / ref if ref else float(diff.norm()),
+        }
+    report = {
+        "layers": [_row(d, errors.get(d.facts.name)) for d in decisions],
+        "totals": _totals(decisions, model),
+        "verification": verification,
+        "timing_s": {"convert": round(t_convert, 4),
+                     "verify": round(time.perf_counter() - t1, 4)},
+    }
+    return decisions, report
+
+
+def _row(d: Decision, actual_error: float | None) -> dict[str, Any]:
+    f = d.facts
+    return {
+        "name": f.name, "aliases": list(f.aliases),
+        "input_shape": list(f.input_shape) if f.input_shape else None,
+        "in_channels": f.in_channels, "out_channels": f.out_channels,
+        "kernel": list(f.kernel), "stride": list(f.stride), "dilation": list(f.dilation),
+        "groups": f.groups, "params_before": d.params_before, "params_after": d.params_after,
+        "macs_before": d.macs_before, "macs_after": d.macs_after,
+        "rank": d.rank, "max_rank": f.max_rank, "energy": d.energy,
+        "weight_error": actual_error if actual_error is not None else d.weight_error,
+        "status": "converted" if d.convert else "skipped", "reason": d.reason,
+    }
+
+
+def _totals(decisions: list[Decision], model: nn.Module) -> dict[str, Any]:
+    conv = [d for d in decisions if d.convert]
+    params_after_model = sum(p.numel() for p in model.parameters())
+    saved = sum(d.params_before - (d.params_after or 0) for d in conv)
+    macs_known = all(d.macs_before is not None for d in decisions)
+    return {
+        "layers": len(decisions), "converted": len(conv), "skipped": len(decisions) - len(conv),
+        "model_params_before": params_after_model + saved,
+        "model_params_after": params_after_model,
+        "conv_params_before": sum(d.params_before for d in decisions),
+        "conv_params_after": sum((d.params_after if d.convert else d.params_before) or 0
+                                 for d in decisions),
+        "conv_macs_before": sum(d.macs_before or 0 for d in decisions) if macs_known else None,
+        "conv_macs_after": sum(((d.macs_after if d.convert else d.macs_before) or 0)
+                               for d in decisions) if macs_known else None,
+    }
+
+
+# ------------------------------------------------------------------------- writing
+
+def serialise(loaded: Loaded, decisions: list[Decision], output: Path
+              ) -> list[tuple[Path, bytes | str]]:
+    """The files to write: the model (or state_dict plus its plan beside it)."""
+    buf = io.BytesIO()
+    if loaded.kind == "module":
+        torch.save(loaded.model, buf)
+        return [(output, buf.getvalue())]
+    torch.save(loaded.model.state_dict(), buf)
+    plan = plan_document(decisions, loaded.source)
+    return [(output, buf.getvalue()),
+            (plan_path(output), json.dumps(plan, indent=2) + "\n")]
+
+
+def plan_path(output: Path) -> Path:
+    return output.with_name(output.name + ".plan.json")
+
+
+def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Module:
+    """Rebuild the depthwise separable structure a ``.plan.json`` describes, in place, so
+    the converted state_dict loads: ``apply_plan(arch(), plan); model.load_state_dict(sd)``."""
+    doc: Mapping[str, Any] = (plan if isinstance(plan, Mapping)
+                              else json.loads(Path(plan).read_text()))
+    replacements: dict[int, nn.Module] = {}
+    for entry in doc["layers"]:
+        conv = model.get_submodule(entry["name"])
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"plan layer {entry['name']!r} is {type(conv).__name__}, "
+                             "not Conv2d")
+        if (conv.in_channels, conv.out_channels, list(conv.kernel_size)) != (
+                entry["in_channels"], entry["out_channels"], entry["kernel"]):
+            raise ValueError(f"plan layer {entry['name']!r} does not match the model's conv")
+        replacements[id(conv)] = make_pair(conv, int(entry["depth_multiplier"]), "random")
+    _replace(model, replacements)
+    return model
+

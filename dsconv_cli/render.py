@@ -375,3 +375,48 @@ def convert_view(env: dict[str, Any]) -> list[Table]:
         t.notes.append(case["output_note"])
         out.append(t)
     return out
+
+
+def profile_view(env: dict[str, Any]) -> list[Table]:
+    cases = env["cases"]
+    planned = all(c["verdict"] == "planned" for c in cases)
+    cols = ["case", "source", "params", "MACs"]
+    if not planned:
+        cols += ["median ms ± IQR", "speedup meas/theory", "roofline", "baseline"]
+    cols += ["budget", "verdict"]
+    t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols)
+    for c in cases:
+        src = c["source"]["kind"]
+        a = c["analytic"]
+        row = [c["name"], src, fmt_int(a.get("params")), fmt_int(a.get("macs"))]
+        if not planned:
+            m = c.get("measured")
+            sp = c.get("speedup") or {}
+            b = c.get("baseline")
+            row += [f"{m['median_ms']:.3f} ± {m['iqr_ms']:.3f}" if m else "-",
+                    f"{fmt_ratio(sp.get('measured'))} / {fmt_ratio(sp.get('theoretical'))}"
+                    if sp else "-",
+                    _pct(m.get("roofline_fraction")) if m else "-",
+                    (f"{100 * b['change']:+.1f}% {b['status']}" if "change" in b
+                     else b["status"]) if b else "-"]
+        budget = c.get("budget", {})
+        ok = sum(v["ok"] for v in budget.values())
+        pending = c.get("budget_pending", [])
+        btxt = f"{ok}/{len(budget)} met" if budget else "-"
+        if pending:
+            btxt += f" ({', '.join(pending)} need a run)"
+        row += [btxt, c["verdict"].upper() if c["verdict"] in ("fail", "error") else c["verdict"]]
+        t.rows.append(row)
+        t.styles.append("bold red" if c["verdict"] in ("fail", "error") else None)
+        for f in c.get("failures", []):
+            t.notes.append(f"{c['name']}: {f}")
+        if c.get("error"):
+            t.notes.append(f"{c['name']}: could not run: {c['error']}")
+        if c["source"].get("format"):
+            t.notes.append(f"{c['name']}: {c['source']['path']} ({c['source']['format']})")
+    s = env.get("summary")
+    if s:
+        t.notes.append(f"{s['passed']} of {s['cases']} case(s) passed"
+                       + (f", {s['failed']} failed" if s["failed"] else ""))
+    t.notes.append(COUNTING_NOTE)
+    return [t]

@@ -33,10 +33,12 @@ def test_time_call_statistics_are_sane() -> None:
     assert t.runs >= 5 and t.calls >= t.runs
     assert 0 < t.min_ms <= t.median_ms <= t.max_ms
     assert 0 <= t.iqr_ms <= t.max_ms - t.min_ms
+    assert t.min_ms <= t.q1_ms <= t.median_ms <= t.q3_ms <= t.max_ms
+    assert t.iqr_ms == pytest.approx(t.q3_ms - t.q1_ms)
 
 
 def _timing(ms: float) -> Timing:
-    return Timing(ms, 0.0, ms, ms, 5, 5, "nchw")
+    return Timing(ms, 0.0, ms, ms, ms, ms, 5, 5, "nchw")
 
 
 def test_roofline_bound_and_flag() -> None:

@@ -11,6 +11,7 @@ from dsconv_cli import __version__
 from .common import STATE
 from .compare import compare
 from .convert import convert
+from .profile import profile
 
 app = typer.Typer(
     name="dsconv",
@@ -43,3 +44,4 @@ def main(
 
 app.command(no_args_is_help=True)(compare)
 app.command(no_args_is_help=True)(convert)
+app.command(no_args_is_help=True)(profile)

@@ -194,3 +194,48 @@ def measure_preset(preset: Preset, d: dict[str, Any], s: Session,
     for st in d["stages"]:
         st["measured"]["share_time"] = round(st["measured"]["median_ms"] / times, 4)
     return d
+
+
+def measure_model(model: nn.Module, input_shape: tuple[int, ...], s: Session,
+                  convert: bool = False, plan: Any = None,
+                  on_progress: Progress | None = None) -> dict[str, Any]:
+    """Time a loaded model, and with ``convert`` its depthwise separable conversion too.
+
+    Returns analytic numbers (engine, from a forward pass), ``measured`` for the model the
+    budgets apply to (the converted one when converting) and, when converting, the
+    original's measurement and the measured/theoretical speedup."""
+    import copy
+
+    from .convert import ConvertOptions, Loaded, convert_model, model_cost
+
+    e = DTYPE_BYTES[s.options.dtype]
+    before = model_cost(model, input_shape, e)
+    check_memory(3 * (before.params + before.peak_activation_elems) * e, s, "model")
+
+    def run(m: nn.Module, c: Cost, label: str) -> dict[str, Any]:
+        if on_progress:
+            on_progress(label)
+        return measure_module(lambda: m, c.input_shape, c, s)["measured"]
+
+    out: dict[str, Any] = {"analytic": {"params": before.params, "macs": before.macs,
+                                        "memory_mb": None}}
+    if not convert:
+        out["measured"] = run(model, before, "model")
+        return out
+    converted = copy.deepcopy(model)
+    decisions, rep = convert_model(Loaded(converted, "module", "profile"),
+                                   ConvertOptions(plan, input_shape))
+    after = model_cost(converted, input_shape, e)
+    out["original"] = {"params": before.params, "macs": before.macs,
+                       "measured": run(model, before, "original")}
+    out["analytic"] = {"params": after.params, "macs": after.macs, "memory_mb": None}
+    out["measured"] = run(converted, after, "converted")
+    out["conversion"] = {"converted": rep["totals"]["converted"],
+                         "layers": rep["totals"]["layers"],
+                         "rel_output_diff": rep["verification"].get("rel_diff")}
+    out["speedup"] = {
+        "measured": round(out["original"]["measured"]["median_ms"]
+                          / out["measured"]["median_ms"], 4),
+        "theoretical": round(before.macs / after.macs, 4) if after.macs else None,
+    }
+    return out

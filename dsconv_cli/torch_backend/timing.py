@@ -59,6 +59,8 @@ class Timing:
 
     median_ms: float
     iqr_ms: float
+    q1_ms: float
+    q3_ms: float
     min_ms: float
     max_ms: float
     runs: int
@@ -138,6 +140,7 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, w
         samples[0]] * 3
     return Timing(
         median_ms=statistics.median(samples) * 1e3, iqr_ms=(q[2] - q[0]) * 1e3,
+        q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
         min_ms=min(samples) * 1e3, max_ms=max(samples) * 1e3, runs=len(samples),
         calls=len(samples) * number, memory_format=memory_format,
     )

@@ -1,0 +1,431 @@
+"""Profile configs: YAML (PyYAML's SafeLoader only) validated into typed pydantic models.
+
+Every error is one :class:`ConfigError` naming the file, the line where known and the
+key path (``cases[1].layer.in``). Nothing in a config is ever executed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from .cases import MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
+from .errors import ConfigError, FieldError, InputError
+from .presets import Preset, get_preset
+
+__all__ = ["Budget", "Config", "PlannedCase", "json_schema", "load_config", "plan_cases"]
+
+StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+IntList = Union[PosInt, list[PosInt]]
+PairValue = Union[PosInt, str]
+PairList = Union[PairValue, list[PairValue]]
+PadValue = Union[Annotated[int, Field(ge=0)], str]
+
+
+class Model(BaseModel):
+    model_config = StrictCfg
+
+
+class Timing(Model):
+    """Measurement settings (seconds)."""
+
+    warmup: Annotated[int, Field(ge=0, description="untimed calls before timing")] = 3
+    min_time: Annotated[float, Field(gt=0, description="seconds of timed runs per layer")] = 0.2
+
+
+class Budget(Model):
+    """Limits a case must meet. Measured: max_latency_ms, min_speedup. Analytic: the rest."""
+
+    max_latency_ms: Optional[PosFloat] = Field(None, description="median latency of the "
+                                               "candidate (or whole model)")
+    min_speedup: Optional[PosFloat] = Field(None, description="measured standard / candidate "
+                                            "(or original / converted model)")
+    max_params: Optional[PosInt] = None
+    max_macs: Optional[PosInt] = None
+    max_memory_mb: Optional[PosFloat] = Field(None, description="weights + largest live "
+                                              "activations, 1 MB = 10^6 bytes")
+
+
+class Defaults(Model):
+    budget: Budget = Budget()
+
+
+class LayerCfg(Model):
+    """A layer comparison, as on the command line; lists form a sweep."""
+
+    kind: Literal["separable", "inverted-residual", "mbconv", "eca"] = "separable"
+    in_: IntList = Field(alias="in")
+    out: Optional[IntList] = None
+    kernel: Optional[PairList] = None
+    hw: PairList
+    stride: Optional[PairList] = None
+    padding: Optional[Union[PadValue, list[PadValue]]] = None
+    dilation: Optional[PairList] = None
+    groups: Optional[IntList] = None
+    bias: Optional[bool] = None
+    depth_multiplier: Optional[IntList] = None
+    expansion: Optional[Union[PosFloat, list[PosFloat]]] = None
+    expanded_channels: Optional[IntList] = None
+    se: Optional[bool] = None
+    squeeze_channels: Optional[IntList] = None
+    activation: Optional[Literal["relu", "relu6", "hswish", "silu"]] = None
+    eca_k: Optional[IntList] = None
+
+
+class PresetCfg(Model):
+    name: str
+    width: PosFloat = 1.0
+    resolution: PosInt = 224
+    classes: PosInt = 1000
+
+
+class ModelCfg(Model):
+    """A saved model, loaded as safely as ``dsconv convert`` loads it."""
+
+    path: str = Field(description="relative to the config file")
+    input_shape: list[PosInt]
+    convert: bool = False
+    trust_pickle: bool = False
+    arch: Optional[str] = None
+    arch_kwargs: Optional[dict[str, Any]] = None
+    state_dict_key: Optional[str] = None
+    depth_multiplier: PosInt = 1
+    min_channels: PosInt = 32
+
+
+class CaseCfg(Model):
+    name: Annotated[str, Field(min_length=1)]
+    layer: Optional[LayerCfg] = None
+    preset: Optional[PresetCfg] = None
+    model: Optional[ModelCfg] = None
+    budget: Budget = Budget()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CaseCfg:
+        given = [k for k in ("layer", "preset", "model") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a case needs exactly one of layer, preset, model"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class Config(Model):
+    """A ``dsconv profile`` config."""
+
+    version: Literal[1] = 1
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    threads: Optional[PosInt] = None
+    batch: PosInt = 1
+    memory_format: Literal["nchw", "channels_last", "both"] = "nchw"
+    timing: Timing = Timing()
+    defaults: Defaults = Defaults()
+    max_cases: PosInt = MAX_CASES
+    cases: Annotated[list[CaseCfg], Field(min_length=1)]
+    _file: str = PrivateAttr("")
+    _dir: Path = PrivateAttr(Path("."))
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+
+    def error(self, message: str, path: tuple[Any, ...], hint: str | None = None
+              ) -> ConfigError:
+        """A ConfigError at ``path`` with its line, for checks made after loading."""
+        line = next((self._lines[path[:i]] for i in range(len(path), 0, -1)
+                     if path[:i] in self._lines), None)
+        return ConfigError(message, file=self._file, path=fmt_path(path), line=line, hint=hint)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dsconv profile config"
+    return schema
+
+
+# ---------------------------------------------------------------- loading + errors
+
+def _lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """Key path -> 1-based line of every mapping key and sequence item."""
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            yield (*path, key), k.start_mark.line + 1
+            for p, line in _lines(v, (*path, key)):
+                if p != (*path, key):
+                    yield p, line
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _lines(item, (*path, i))
+
+
+def fmt_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The part of a pydantic error location that exists in the data: union tags such as
+    'int' or 'list[int]' are dropped; a missing or unknown key ends the path."""
+    out: list[Any] = []
+    cur = data
+    for p in loc:
+        if isinstance(cur, dict):
+            if p in cur:
+                out.append(p)
+                cur = cur[p]
+                continue
+            if isinstance(p, str) and p.isidentifier():
+                out.append(p)
+                break
+            continue  # a union tag such as 'list[int]'
+        if isinstance(cur, list) and isinstance(p, int) and 0 <= p < len(cur):
+            out.append(p)
+            cur = cur[p]
+            continue
+        if isinstance(cur, list) and isinstance(p, str):
+            continue
+        break
+    return tuple(out)
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel]:
+    model: Any = Config
+    for p in path:
+        if isinstance(p, int):
+            continue
+        field = next((f for n, f in model.model_fields.items()
+                      if n == p or f.alias == p), None)
+        if field is None:
+            break
+        ann = field.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)]
+        if not inner and hasattr(ann, "__args__"):  # list[CaseCfg], Optional[X]
+            for a in ann.__args__:
+                inner += [b for b in getattr(a, "__args__", ()) if isinstance(b, type)
+                          and issubclass(b, BaseModel)]
+        if inner:
+            model = inner[0]
+    return model  # type: ignore[no-any-return]
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _message(err: dict[str, Any], path: tuple[Any, ...]) -> tuple[str, str | None]:
+    if err["type"] == "extra_forbidden":
+        key = str(path[-1])
+        allowed = _allowed_keys(_model_at(path[:-1]))
+        close = difflib.get_close_matches(key, allowed, n=1)
+        return (f"unknown key {key!r}; allowed: {', '.join(allowed)}",
+                f"did you mean {close[0]!r}?" if close else None)
+    if err["type"] == "missing":
+        return "required key is missing", None
+    msg = err["msg"].replace("Value error, ", "")
+    if "input" in err and err["type"] not in ("model_type", "dict_type") and not isinstance(
+            err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
+    return msg, None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config; every problem is a one-line :class:`ConfigError`."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=name) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot be read: {e}", file=name) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader only
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = (e.problem or "malformed YAML").strip()
+        if "could not determine a constructor" in problem or "tag" in (e.problem or ""):
+            problem = f"{problem} (dsconv reads plain YAML only; tags like !!python are refused)"
+        raise ConfigError(f"malformed YAML: {problem}", file=name,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML: {e}", file=name) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping with a 'cases' list", file=name,
+                          line=1)
+    lines = dict(_lines(node)) if node is not None else {}
+    if data.get("version", 1) != 1:
+        raise ConfigError(f"config version {data['version']!r} needs a newer dsconv (this one "
+                          "reads version 1)", file=name, path="version",
+                          line=lines.get(("version",)))
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors()
+        located = [(_data_path(data, tuple(err["loc"])), err) for err in errs]
+        # the deepest error; between equals, a range error over a "wrong type" one
+        p, err = max(located, key=lambda x: (len(x[0]), not x[1]["type"].endswith("_type")))
+        msg, hint = _message(dict(err), p)
+        line = next((lines[p[:i]] for i in range(len(p), -1, -1) if p[:i] in lines), None)
+        raise ConfigError(msg, file=name, path=fmt_path(p), line=line, hint=hint) from None
+    cfg._file, cfg._dir, cfg._lines = name, path.parent, lines
+    seen: dict[str, int] = {}
+    for i, c in enumerate(cfg.cases):
+        if c.name in seen:
+            raise cfg.error(f"duplicate case name {c.name!r} (also cases[{seen[c.name]}])",
+                            ("cases", i, "name"))
+        seen[c.name] = i
+    _check_budgets(cfg)
+    for i, c in enumerate(cfg.cases):
+        if c.model is not None:
+            model_file_format(cfg, i)
+    return cfg
+
+
+#: which budget metrics each source can have
+METRICS = {
+    "layer": {"max_latency_ms", "min_speedup", "max_params", "max_macs", "max_memory_mb"},
+    "preset": {"max_latency_ms", "max_params", "max_macs", "max_memory_mb"},
+    "model": {"max_latency_ms", "max_params", "max_macs"},
+    "model+convert": {"max_latency_ms", "min_speedup", "max_params", "max_macs"},
+}
+
+
+def source_of(c: CaseCfg) -> str:
+    if c.layer is not None:
+        return "layer"
+    if c.preset is not None:
+        return "preset"
+    assert c.model is not None
+    return "model+convert" if c.model.convert else "model"
+
+
+def _check_budgets(cfg: Config) -> None:
+    for i, c in enumerate(cfg.cases):
+        src = source_of(c)
+        for metric in c.budget.model_fields_set:
+            if getattr(c.budget, metric) is not None and metric not in METRICS[src]:
+                raise cfg.error(f"a {src.replace('+', ' with ')} case has no {metric} (it "
+                                f"allows {', '.join(sorted(METRICS[src]))})",
+                                ("cases", i, "budget", metric))
+
+
+def merged_budget(cfg: Config, c: CaseCfg) -> dict[str, float]:
+    """Case budget over defaults, per key; a default applies only where its metric exists."""
+    allowed = METRICS[source_of(c)]
+    out = {k: v for k, v in cfg.defaults.budget.model_dump().items()
+           if v is not None and k in allowed}
+    out.update({k: v for k, v in c.budget.model_dump().items() if v is not None})
+    return out
+
+
+def model_path(cfg: Config, m: ModelCfg) -> Path:
+    """A case's model file; relative paths are relative to the config file."""
+    p = Path(m.path)
+    return p if p.is_absolute() else cfg._dir / p
+
+
+def model_file_format(cfg: Config, i: int) -> str:
+    """Check a model case's file exists and looks like a torch file (no torch needed)."""
+    m = cfg.cases[i].model
+    assert m is not None
+    p = model_path(cfg, m)
+    key = ("cases", i, "model", "path")
+    if not p.is_file():
+        raise cfg.error(f"model file {p} does not exist", key)
+    with p.open("rb") as f:
+        head = f.read(2)
+    if head == b"PK":
+        return "torch zip archive"
+    if head[:1] == b"\x80":
+        return "legacy torch pickle"
+    raise cfg.error(f"{p} is not a torch file", key)
+
+
+# ---------------------------------------------------------------- planned cases
+
+@dataclass(frozen=True)
+class PlannedCase:
+    """One runnable case after sweeps are expanded."""
+
+    name: str
+    index: int  # position in cfg.cases
+    source: str
+    budget: dict[str, float]
+    layer: LayerCase | None = None
+    preset: Preset | None = None
+    model: ModelCfg | None = None
+
+    def analytic(self, batch: int, dtype: str) -> dict[str, Any]:
+        if self.layer is not None:
+            std, cand = self.layer.costs()
+            return {"params": cand.params, "macs": cand.macs,
+                    "memory_mb": round(cand.memory_bytes / 1e6, 4),
+                    "standard_params": std.params, "standard_macs": std.macs,
+                    "theoretical_speedup": round(std.macs / cand.macs, 4) if cand.macs else None}
+        if self.preset is not None:
+            c = self.preset.cost(batch, dtype)
+            return {"params": c.params, "macs": c.macs,
+                    "memory_mb": round(c.memory_bytes / 1e6, 4), "theoretical_speedup": None}
+        return {"params": None, "macs": None, "memory_mb": None, "theoretical_speedup": None,
+                "needs": "torch"}
+
+
+def plan_cases(cfg: Config, only: list[str] | None = None) -> list[PlannedCase]:
+    """Expand sweeps and resolve every case; ``only`` globs select cases by name."""
+    import fnmatch
+
+    out: list[PlannedCase] = []
+    for i, c in enumerate(cfg.cases):
+        budget = merged_budget(cfg, c)
+        src = source_of(c)
+        if c.layer is not None:
+            raw = c.layer.model_dump(by_alias=True, exclude_none=True)
+            values: dict[str, Any] = {}
+            try:
+                for k, v in raw.items():
+                    values[k] = ([parse_value(k, x) for x in v] if isinstance(v, list)
+                                 else parse_value(k, v))
+                values.setdefault("batch", cfg.batch)
+                grid = expand_grid(c.name, values, cfg.max_cases)
+                for name, vals in grid:
+                    case = resolve_layer(vals, name, cfg.dtype)
+                    out.append(PlannedCase(name, i, src, budget, layer=case))
+            except FieldError as e:
+                raise cfg.error(e.message, ("cases", i, "layer", e.field), e.hint) from None
+            except InputError as e:  # the sweep cap
+                raise cfg.error(e.message, ("cases", i, "layer"), e.hint) from None
+        elif c.preset is not None:
+            p = c.preset
+            try:
+                preset = get_preset(p.name, p.width, p.resolution, p.classes)
+            except FieldError as e:
+                field = "name" if e.field == "model" else e.field
+                raise cfg.error(e.message, ("cases", i, "preset", field), e.hint) from None
+            out.append(PlannedCase(c.name, i, src, budget, preset=preset))
+        else:
+            out.append(PlannedCase(c.name, i, src, budget, model=c.model))
+    if len(out) > cfg.max_cases:
+        raise cfg.error(f"{len(out)} cases after expanding sweeps, more than max_cases "
+                        f"({cfg.max_cases})", ("cases",))
+    if only:
+        out = [pc for pc in out if any(fnmatch.fnmatchcase(pc.name, g) for g in only)]
+        if not out:
+            raise cfg.error(f"--only {' '.join(only)} matches no case", ())
+    return out
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
+

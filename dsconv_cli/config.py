@@ -217,7 +217,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel]:
                           and issubclass(b, BaseModel)]
         if inner:
             model = inner[0]
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def _allowed_keys(model: type[BaseModel]) -> list[str]:
@@ -334,6 +334,16 @@ def model_path(cfg: Config, m: ModelCfg) -> Path:
     """A case's model file; relative paths are relative to the config file."""
     p = Path(m.path)
     return p if p.is_absolute() else cfg._dir / p
+
+
+def arch_spec(cfg: Config, m: ModelCfg) -> str | None:
+    """``arch`` with a ``file.py:callable`` path made relative to the config file."""
+    if m.arch is None or ":" not in m.arch:
+        return m.arch
+    file, _, fn = m.arch.rpartition(":")
+    if not file.endswith(".py") or Path(file).is_absolute():
+        return m.arch
+    return f"{cfg._dir / file}:{fn}"
 
 
 def model_file_format(cfg: Config, i: int) -> str:

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import Config, PlannedCase, load_config, model_path, plan_cases, schema_text
+from ..config import (
+    Config,
+    PlannedCase,
+    arch_spec,
+    load_config,
+    model_path,
+    plan_cases,
+    schema_text,
+)
 from ..errors import DsconvError, InputError
 from ..gate import DEFAULT_REGRESSION_THRESHOLD, check_budget, compare_baseline, env_mismatch
 from ..render import OutputFormat, envelope, format_report, profile_view
@@ -185,7 +193,8 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
             try:
                 models[pc.name] = load_model(
                     model_path(cfg, m), trust_pickle=m.trust_pickle,
-                    state_dict_key=m.state_dict_key, arch=m.arch, arch_kwargs=m.arch_kwargs,
+                    state_dict_key=m.state_dict_key, arch=arch_spec(cfg, m),
+                    arch_kwargs=m.arch_kwargs,
                     warn=warn).model
             except InputError as e:
                 raise cfg.error(e.message, ("cases", pc.index, "model"), e.hint) from None
@@ -239,7 +248,7 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
             cases.append(d)
     if interrupted:
         warn(f"interrupted after {len(cases)} case(s)")
-        from ..render import print_tables, make_console
+        from ..render import make_console, print_tables
 
         print_tables(profile_view(envelope(cases)), make_console())
         raise typer.Exit(130)

@@ -1,0 +1,320 @@
+"""`dsconv profile`: shipped configs, broken configs, budgets, baselines, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dsconv_cli.cli import app
+from dsconv_cli.config import json_schema, load_config
+from dsconv_cli.errors import ConfigError
+from dsconv_cli.gate import compare_baseline
+
+from .utils import validate_report
+
+runner = CliRunner()
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def build_conversion_model(folder: Path) -> None:
+    """The model configs/model-conversion.yaml names, built from its own arch file."""
+    sys.path.insert(0, str(folder / "models"))
+    try:
+        import tiny_resnet
+
+        torch.manual_seed(0)
+        torch.save(tiny_resnet.build(classes=10).state_dict(), folder / "model.pt")
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.fixture
+def configs(tmp_path: Path) -> Path:
+    folder = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", folder)
+    build_conversion_model(folder)
+    return folder
+
+
+def profile(*args: Any) -> Any:
+    return runner.invoke(app, ["profile", *map(str, args)])
+
+
+@pytest.mark.parametrize("name", [p.name for p in CONFIGS])
+def test_every_shipped_config_loads_and_dry_runs(configs: Path, name: str) -> None:
+    r = profile(configs / name, "--dry-run", "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    validate_report(data)
+    assert data["cases"] and all(c["verdict"] == "planned" for c in data["cases"])
+
+
+def test_shipped_configs_cover_the_issue() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert {"smoke", "mobilenet-blocks", "model-conversion", "sweep"} <= names
+
+
+def test_dry_run_never_imports_torch(configs: Path) -> None:
+    code = ("import sys; from typer.testing import CliRunner; from dsconv_cli.cli import app;"
+            f"r = CliRunner().invoke(app, ['profile', {str(configs / 'model-conversion.yaml')!r},"
+            "'--dry-run']);"
+            "print(r.exit_code, any(m.startswith('torch') for m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.stdout.split()[-2:] == ["0", "False"], p.stderr
+
+
+def test_smoke_config_really_runs(configs: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    rj, rm = tmp_path / "out.json", tmp_path / "out.md"
+    r = profile(configs / "smoke.yaml", "--report", rj, "--report", rm, "--save-baseline",
+                tmp_path / "base.json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "3 of 3 case(s) passed" in r.stdout
+    data = json.loads(rj.read_text())
+    validate_report(data)
+    assert data["summary"] == {"cases": 3, "failed": 0, "passed": 3}
+    seed = data["cases"][0]
+    assert seed["measured"]["median_ms"] > 0 and seed["speedup"]["measured"] > 0
+    assert seed["budget"]["max_params"] == {"limit": 70000, "value": 67840, "ok": True}
+    assert "max_latency_ms" in seed["budget"]  # the default applies
+    assert "| seed-block |" in rm.read_text() and "| seed-block |" in summary.read_text()
+    # the saved baseline compares cleanly with itself
+    r = profile(configs / "smoke.yaml", "--baseline", tmp_path / "base.json", "--json",
+                "--only", "seed*")
+    assert r.exit_code in (0, 1)
+    (case,) = json.loads(r.stdout)["cases"]
+    assert case["baseline"]["status"] in ("ok", "within noise", "faster", "regression")
+
+
+def test_model_conversion_config_runs(configs: Path) -> None:
+    r = profile(configs / "model-conversion.yaml", "--json")
+    assert r.exit_code == 0, r.stderr
+    (case,) = json.loads(r.stdout)["cases"]
+    assert case["conversion"]["converted"] == 7  # all 3x3 convs but the 3-channel stem
+    assert case["original"]["params"] > case["analytic"]["params"]
+    assert case["speedup"]["theoretical"] > 1
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_budget_failure_exit_1_but_every_case_reports(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, """
+timing: {min_time: 0.01, warmup: 1}
+cases:
+  - name: too-big
+    layer: {in: 64, hw: 8}
+    budget: {max_params: 10}
+  - name: fine
+    layer: {in: 64, hw: 8}
+    budget: {max_params: 100000}
+""")
+    r = profile(cfg, "--json")
+    assert r.exit_code == 1
+    cases = json.loads(r.stdout)["cases"]
+    assert [c["verdict"] for c in cases] == ["fail", "pass"]
+    assert "too-big" in r.stderr
+
+
+def test_defaults_apply_only_where_the_metric_exists(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, """
+defaults: {budget: {min_speedup: 1.5, max_params: 5000000}}
+cases:
+  - name: net
+    preset: {name: mobilenet_v1, resolution: 64}
+  - name: block
+    layer: {in: 32, hw: 8}
+    budget: {max_params: 2000}
+""")
+    r = profile(cfg, "--dry-run", "--json")
+    assert r.exit_code == 0, r.stderr
+    net, block = json.loads(r.stdout)["cases"]
+    assert set(net["budget"]) == {"max_params"} and net["budget_pending"] == []
+    assert block["budget"]["max_params"]["limit"] == 2000  # the case wins, per key
+    assert block["budget_pending"] == ["min_speedup"]
+
+
+def _baseline(case: str, median: float, iqr: float, env: dict[str, Any]) -> dict[str, Any]:
+    m = {"median_ms": median, "iqr_ms": iqr, "q1_ms": median - iqr / 2,
+         "q3_ms": median + iqr / 2}
+    return {"schema_version": 1, "tool": {"name": "dsconv", "version": "0"},
+            "environment": env, "cases": [{"name": case, "measured": m}]}
+
+
+def test_baseline_regression_and_env(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "timing: {min_time: 0.02}\ncases:\n  - name: b\n"
+                           "    layer: {in: 128, hw: 28}\n")
+    r = profile(cfg, "--json")
+    env = json.loads(r.stdout)["environment"]
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(_baseline("b", 1e-4, 1e-6, env)))  # impossibly fast
+    r = profile(cfg, "--baseline", base, "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["cases"][0]["baseline"]["status"] == "regression"
+    base.write_text(json.dumps(_baseline("b", 1e4, 1.0, env)))  # impossibly slow
+    r = profile(cfg, "--baseline", base, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["cases"][0]["baseline"]["status"] == "faster"
+    other = {**env, "threads": 99}
+    base.write_text(json.dumps(_baseline("b", 1e4, 1.0, other)))
+    r = profile(cfg, "--baseline", base)
+    assert r.exit_code == 0 and "different environment" in r.stderr
+    r = profile(cfg, "--baseline", base, "--strict-env")
+    assert r.exit_code == 2 and "threads" in r.stderr
+
+
+def test_compare_baseline_rules() -> None:
+    def m(med: float, q1: float, q3: float) -> dict[str, float]:
+        return {"median_ms": med, "q1_ms": q1, "q3_ms": q3}
+
+    assert compare_baseline(m(1.3, 1.25, 1.35), m(1.0, 0.95, 1.05), 0.1)["status"] == "regression"
+    assert compare_baseline(m(1.3, 1.0, 1.6), m(1.0, 0.9, 1.1), 0.1)["status"] == "within noise"
+    assert compare_baseline(m(1.05, 1.0, 1.1), m(1.0, 0.9, 1.1), 0.1)["status"] == "ok"
+    assert compare_baseline(m(1.0, 1.0, 1.0), None, 0.1)["status"] == "new"
+
+
+def test_only_and_plot(configs: Path, tmp_path: Path) -> None:
+    png = tmp_path / "speedup.png"
+    r = profile(configs / "smoke.yaml", "--only", "seed*", "--only", "eca", "--plot", png,
+                "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [c["name"] for c in json.loads(r.stdout)["cases"]] == ["seed-block", "eca"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = profile(configs / "smoke.yaml", "--only", "nothing*")
+    assert r.exit_code == 2 and "matches no case" in r.stderr
+
+
+def test_plot_without_matplotlib_exit_2(configs: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    r = profile(configs / "smoke.yaml", "--plot", tmp_path / "x.png")
+    assert r.exit_code == 2 and "dsconv[plot]" in r.stderr
+
+
+def test_shipped_json_schema_is_current() -> None:
+    shipped = json.loads((ROOT / "dsconv_cli" / "profile.schema.json").read_text())
+    assert shipped == json_schema()
+    r = runner.invoke(app, ["profile", "--schema"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == shipped
+
+
+GOOD_CASE = "cases:\n  - name: a\n    layer: {in: 8, hw: 8}\n"
+BROKEN: list[tuple[str, str, str, int | None]] = [
+    # (id, yaml, expected path in the message, line)
+    ("malformed", "cases: [{name: a, layer: {in: 8, hw: 8}", "", 1),
+    ("not-a-mapping", "- a\n- b\n", "", 1),
+    ("empty-file", "", "", 1),
+    ("python-tag", "x: !!python/object/apply:os.system ['touch PWNED']\n" + GOOD_CASE, "", 1),
+    ("unknown-top-key", "devise: cpu\n" + GOOD_CASE, "devise", 1),
+    ("unknown-layer-key", "cases:\n  - name: a\n    layer: {in: 8, hw: 8, strid: 2}\n",
+     "cases[0].layer.strid", 3),
+    ("unknown-budget-key", GOOD_CASE + "    budget: {max_latncy_ms: 1}\n",
+     "cases[0].budget.max_latncy_ms", 4),
+    ("bool-not-int", "cases:\n  - name: a\n    layer: {in: true, hw: 8}\n",
+     "cases[0].layer.in", 3),
+    ("string-not-int", "threads: two\n" + GOOD_CASE, "threads", 1),
+    ("float-not-int", "batch: 1.5\n" + GOOD_CASE, "batch", 1),
+    ("empty-cases", "cases: []\n", "cases", 1),
+    ("no-cases", "device: cpu\n", "cases", None),
+    ("duplicate-names", GOOD_CASE + "  - name: a\n    layer: {in: 8, hw: 8}\n",
+     "cases[1].name", 4),
+    ("two-sources", "cases:\n  - name: a\n    layer: {in: 8, hw: 8}\n"
+     "    preset: {name: mobilenet_v2}\n", "cases[0]", 2),
+    ("no-source", "cases:\n  - name: a\n", "cases[0]", 2),
+    ("missing-model", "cases:\n  - name: a\n    model: {path: nope.pt, input_shape: [1,3,8,8]}\n",
+     "cases[0].model.path", 3),
+    ("negative-hw-in-list", "cases:\n  - name: a\n    layer: {in: 8, hw: [8, -1]}\n",
+     "cases[0].layer.hw[1]", 3),
+    ("zero-threads", "threads: 0\n" + GOOD_CASE, "threads", 1),
+    ("bad-device", "device: tpu\n" + GOOD_CASE, "device", 1),
+    ("bad-kind", "cases:\n  - name: a\n    layer: {kind: conv3d, in: 8, hw: 8}\n",
+     "cases[0].layer.kind", 3),
+    ("bad-kernel-text", "cases:\n  - name: a\n    layer: {in: 8, hw: 8, kernel: 3xx}\n",
+     "cases[0].layer.kernel", 3),
+    ("groups-not-dividing", "cases:\n  - name: a\n    layer: {in: 8, out: 12, hw: 8, "
+     "groups: 5}\n", "cases[0].layer.groups", 3),
+    ("output-too-small", "cases:\n  - name: a\n    layer: {in: 8, hw: 2, kernel: 5, "
+     "padding: 0}\n", "cases[0].layer.hw", 3),
+    ("same-with-stride", "cases:\n  - name: a\n    layer: {in: 8, hw: 8, padding: same, "
+     "stride: 2}\n", "cases[0].layer.padding", 3),
+    ("unknown-preset", "cases:\n  - name: a\n    preset: {name: resnet50}\n",
+     "cases[0].preset.name", 3),
+    ("preset-low-resolution", "cases:\n  - name: a\n    preset: {name: mobilenet_v2, "
+     "resolution: 16}\n", "cases[0].preset.resolution", 3),
+    ("metric-case-cannot-have", "cases:\n  - name: a\n    preset: {name: mobilenet_v2}\n"
+     "    budget: {min_speedup: 2}\n", "cases[0].budget.min_speedup", 4),
+    ("negative-budget", GOOD_CASE + "    budget: {max_latency_ms: -1}\n",
+     "cases[0].budget.max_latency_ms", 4),
+    ("zero-min-time", "timing: {min_time: 0}\n" + GOOD_CASE, "timing.min_time", 1),
+    ("version-2", "version: 2\n" + GOOD_CASE, "version", 1),
+    ("sweep-over-cap", "max_cases: 3\ncases:\n  - name: a\n    layer: {in: [8, 16], "
+     "hw: [8, 16]}\n", "cases[0].layer", 4),
+    ("layer-option-for-other-kind", "cases:\n  - name: a\n    layer: {kind: eca, in: 8, "
+     "hw: 8, expansion: 6}\n", "cases[0].layer.expansion", 3),
+    ("wrong-type-model", "cases:\n  - name: a\n    model: {path: m.pt, input_shape: 224}\n",
+     "cases[0].model.input_shape", 3),
+]
+
+
+@pytest.mark.parametrize("text,path,line", [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_broken_config_exit_2_one_line(tmp_path: Path, text: str, path: str,
+                                       line: int | None) -> None:
+    cfg = _write(tmp_path, text)
+    for args in ([], ["--dry-run"]):
+        r = profile(cfg, *args)
+        assert r.exit_code == 2, r.output
+        assert "Traceback" not in r.output and r.stdout == ""
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1
+        assert "cfg.yaml" in err
+        if path:
+            assert f": {path}: " in err
+        if line is not None:
+            assert f"cfg.yaml:{line}:" in err
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_config_error_carries_structure(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, "cases:\n  - name: a\n    layer: {in: 8, hw: 8, "
+                                     "strid: 2}\n"))
+    assert e.value.path == "cases[0].layer.strid" and e.value.line == 3
+    assert e.value.hint == "did you mean 'stride'?"
+
+
+def test_unsafe_model_in_config_exit_2(tmp_path: Path) -> None:
+    torch.save(torch.nn.Conv2d(3, 3, 3), tmp_path / "m.pt")  # a pickled module
+    cfg = _write(tmp_path, "cases:\n  - name: a\n    model: {path: m.pt, input_shape: "
+                           "[1, 3, 8, 8]}\n")
+    r = profile(cfg)
+    assert r.exit_code == 2 and "trust_pickle" in r.stderr.replace("--trust-pickle",
+                                                                     "trust_pickle")
+    assert "cases[0].model" in r.stderr
+
+
+def test_installed_script_profile(configs: Path) -> None:
+    env = {**os.environ, "DSCONV_WIDTH": "160", "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-m", "dsconv_cli", "profile",
+                        str(configs / "sweep.yaml"), "--dry-run", "--format", "markdown"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "ds[in=512,kernel=5,hw=7]" in p.stdout  # field order: stable names

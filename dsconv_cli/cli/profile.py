@@ -210,6 +210,7 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
                     d["standard_measured"] = detail["standard"]["measured"]
                     d["speedup"] = {k: detail["speedup"][k] for k in ("measured", "theoretical")}
                     d["verdict_why"] = detail["verdict"]
+                    d["timed_s"] = timed_seconds(detail)
                 elif pc.preset is not None:
                     detail = measure_preset(pc.preset, pc.preset.to_dict(cfg.batch, cfg.dtype),
                                             session)
@@ -217,6 +218,7 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
                     d["stages"] = [{"stage": s["stage"], "share_macs": s["share_macs"],
                                     "share_time": s["measured"]["share_time"]}
                                    for s in detail["stages"]]
+                    d["timed_s"] = timed_seconds(detail)
                 else:
                     assert pc.model is not None
                     m = pc.model
@@ -229,6 +231,7 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
                     for k in ("original", "speedup", "conversion"):
                         if k in res:
                             d[k] = res[k]
+                    d["timed_s"] = timed_seconds(res)
             except KeyboardInterrupt:
                 interrupted = True
                 break
@@ -253,6 +256,18 @@ def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
         print_tables(profile_view(envelope(cases)), make_console())
         raise typer.Exit(130)
     return cases, session.environment
+
+
+def timed_seconds(obj: Any) -> float:
+    """Seconds spent in timed runs for every measurement inside ``obj``."""
+    if isinstance(obj, dict):
+        own = obj["median_ms"] * obj["calls"] / 1e3 if "calls" in obj else 0.0
+        by_fmt = obj.get("measured_by_format")
+        rest = {k: v for k, v in obj.items() if not (by_fmt and k == "measured")}
+        return round(own + sum(timed_seconds(v) for v in rest.values()), 4)
+    if isinstance(obj, list):
+        return round(sum(timed_seconds(v) for v in obj), 4)
+    return 0.0
 
 
 def _plot(cases: list[dict[str, Any]], path: Path) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -39,7 +38,6 @@ __all__ = [
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-SAMPLE_S = 0.005  # samples of about 5 ms: enough of them for an IQR, little timer overhead
 
 
 @dataclass(frozen=True)
@@ -117,27 +115,21 @@ def _sync(device: torch.device) -> None:
 
 def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, warmup: int,
               threads: int | None, memory_format: str = "nchw", min_runs: int = 5) -> Timing:
-    """Time ``fn()`` in inference mode: warm-up, then samples of ``number`` calls each
-    (sized to ~2 ms) until ``min_time`` seconds have been spent timing."""
+    """Time ``fn()`` in inference mode with ``Timer.blocked_autorange``: our warm-up calls,
+    then Timer's block sizing (which warms up too) and blocks until ``min_time`` seconds;
+    at least ``min_runs`` blocks, for a real median and IQR over the raw block times."""
     nthreads = threads or torch.get_num_threads()
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=nthreads)
     with torch.inference_mode():
-        for _ in range(max(1, warmup)):
+        for _ in range(warmup):
             fn()
         _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        once = max(time.perf_counter() - t0, 1e-7)
-        number = max(1, int(SAMPLE_S / once))
-        samples: list[float] = []
-        spent = 0.0
-        while spent < min_time or len(samples) < min_runs:
-            m = timer.timeit(number)
-            samples.append(m.raw_times[0] / number)
-            spent += m.raw_times[0]
-    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else [
-        samples[0]] * 3
+        m = timer.blocked_autorange(min_run_time=min_time)
+        number = m.number_per_run
+        samples = [t / number for t in m.raw_times]
+        while len(samples) < min_runs:
+            samples.append(timer.timeit(number).raw_times[0] / number)
+    q = statistics.quantiles(samples, n=4, method="inclusive")
     return Timing(
         median_ms=statistics.median(samples) * 1e3, iqr_ms=(q[2] - q[0]) * 1e3,
         q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import typer
 
-from dsconv_cli.atomic import write_atomic
 from dsconv_cli.errors import DsconvError, InputError
 from dsconv_cli.render import OutputFormat, View, format_from_path, format_report, make_console
 
@@ -95,6 +94,8 @@ def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]
 def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
          reports: list[tuple[Path, OutputFormat]]) -> None:
     """The report to stdout in the chosen format, and to every --report file."""
+    from ..atomic import write_atomic
+
     for path, rfmt in reports:
         write_atomic(path, format_report(env, rfmt, view))
     fmt = OutputFormat.json if as_json else fmt

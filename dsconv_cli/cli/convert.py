@@ -7,16 +7,17 @@ import json
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..atomic import write_all_atomic
 from ..errors import InputError
-from ..plan import PlanOptions
 from ..render import OutputFormat, convert_view, envelope
 from .common import check_reports, emit, handle_errors, status, warn
 from .options import FormatOpt, JsonOpt, ReportOpt
+
+if TYPE_CHECKING:
+    from ..plan import PlanOptions
 
 LOAD = "Loading (safe by default)"
 PICK = "Which layers, and how"
@@ -95,6 +96,7 @@ def convert(
     kwargs = _arch_kwargs(arch_kwargs)
     _check_output(model, output, dry_run, force)
 
+    from ..atomic import write_all_atomic
     from ..torch_backend.convert import (
         ConvertOptions,
         convert_model,
@@ -144,6 +146,8 @@ def _environment(map_location: str) -> dict[str, Any]:
 def _plan_options(min_channels: int, include: list[str] | None, exclude: list[str] | None,
                   m: int, init: Init, energy: float | None, max_error: float | None,
                   allow_larger: bool) -> PlanOptions:
+    from ..plan import PlanOptions
+
     if min_channels < 1:
         raise InputError(f"--min-channels must be >= 1, got {min_channels}")
     if m < 1:

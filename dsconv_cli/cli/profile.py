@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..config import (
-    Config,
-    PlannedCase,
-    arch_spec,
-    load_config,
-    model_path,
-    plan_cases,
-    schema_text,
-)
+if TYPE_CHECKING:  # the config module builds pydantic models: loaded only when used
+    from ..config import Config, PlannedCase
 from ..errors import DsconvError, InputError
 from ..gate import DEFAULT_REGRESSION_THRESHOLD, check_budget, compare_baseline, env_mismatch
 from ..render import OutputFormat, envelope, format_report, profile_view
@@ -60,6 +53,8 @@ def profile(
 ) -> None:
     """Run a YAML-described benchmark with budgets: exit 0 when every budget is met, 1 when
     one fails, a regression is found or a case cannot run, 2 for a config error."""
+    from ..config import load_config, plan_cases, schema_text
+
     if schema:
         print(schema_text(), end="")
         return
@@ -148,6 +143,8 @@ def _model_format(cfg: Config, pc: PlannedCase) -> str:
 
 
 def _case_dict(pc: PlannedCase, cfg: Config, verdict: str) -> dict[str, Any]:
+    from ..config import model_path
+
     if pc.layer is not None:
         source: dict[str, Any] = {"kind": "layer", **{
             k: list(v) if isinstance(v, tuple) else v for k, v in pc.layer.request.items()}}
@@ -171,6 +168,7 @@ def _case_dict(pc: PlannedCase, cfg: Config, verdict: str) -> dict[str, Any]:
 
 def _run(cfg: Config, planned: list[PlannedCase], recalibrate: bool
          ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from ..config import arch_spec, model_path
     from ..plan import PlanOptions
     from ..torch_backend.convert import load_model
     from ..torch_backend.measure import (

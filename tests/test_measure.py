@@ -145,13 +145,13 @@ def test_cuda_without_cuda_exit_2() -> None:
 
 
 def test_too_big_case_skipped_rest_reported() -> None:
-    # 8 channels at 16384x16384: ~100 GB of tensors, more than any test machine
-    r = runner.invoke(app, ["compare", "--in", "8", "--hw", "8,16384", "--measure",
+    # 8 channels at 32768x32768: ~400 GB of tensors, more than any test machine
+    r = runner.invoke(app, ["compare", "--in", "8", "--hw", "8,32768", "--measure",
                             "--json", *FAST])
     assert r.exit_code == 1
     cases = json.loads(r.stdout)["cases"]
     skipped = [c for c in cases if c.get("skipped")]
-    assert [c["name"] for c in skipped] == ["separable[hw=16384]"]
+    assert [c["name"] for c in skipped] == ["separable[hw=32768]"]
     assert "GB" in skipped[0]["skipped"]
     assert sum("speedup" in c for c in cases) == 1
     assert "skipped" in r.stderr

@@ -13,7 +13,6 @@ from typing import Literal, Union
 
 __all__ = [
     "ACTIVATIONS",
-    "GATES",
     "ConvSpec",
     "ECASpec",
     "InvertedResidualSpec",
@@ -27,7 +26,6 @@ __all__ = [
     "default_padding",
     "eca_kernel",
     "make_divisible",
-    "pair",
 ]
 
 Pair = tuple[int, int]
@@ -35,16 +33,6 @@ Padding = Union[Pair, Literal["same"]]
 
 #: activations a block may use (names as on the command line)
 ACTIVATIONS = ("relu", "relu6", "hswish", "silu")
-#: gates of a squeeze-excitation block
-GATES = ("sigmoid", "hsigmoid")
-
-
-def pair(v: int | tuple[int, int] | list[int]) -> Pair:
-    """``3`` -> ``(3, 3)``; a pair stays a pair."""
-    if isinstance(v, int):
-        return (v, v)
-    h, w = v
-    return (int(h), int(w))
 
 
 def default_padding(kernel: Pair, dilation: Pair) -> Pair:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -32,6 +33,29 @@ def test_seed_table() -> None:
               "depthwise", "pointwise", "Counting: MACs"):
         assert s in out
     assert err == ""
+
+
+@pytest.mark.parametrize("name,args", [
+    ("compare_seed", SEED),
+    ("compare_mbconv", ["compare", "--kind", "mbconv", "--in", "40", "--out", "80", "-k", "5",
+                        "--hw", "28", "--stride", "2", "--dtype", "fp16"]),
+    ("compare_sweep_markdown", ["compare", "--in", "32,64", "--hw", "56", "-k", "3,5",
+                                "--format", "markdown"]),
+    ("compare_preset", ["compare", "--model", "mobilenet_v3_small", "--vs", "full-conv"]),
+])
+def test_golden_output(golden: Any, name: str, args: list[str]) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    golden(name, r.stdout)
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (999, "999 B"), (1000, "1.00 kB"),
+                                    (999_999, "1000.00 kB"), (10**6, "1.00 MB"),
+                                    (10**9, "1.00 GB")])
+def test_fmt_bytes_boundaries(n: int, text: str) -> None:
+    from dsconv_cli.render import fmt_bytes
+
+    assert fmt_bytes(n) == text
 
 
 def test_table_rows_sum_to_total() -> None:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from dsconv_cli.errors import DsconvError, InputError
-from dsconv_cli.render import OutputFormat, View, format_from_path, format_report, make_console
+from ..errors import DsconvError, InputError
+from ..render import OutputFormat, View, format_from_path, format_report, make_console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,7 +100,7 @@ def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
         write_atomic(path, format_report(env, rfmt, view))
     fmt = OutputFormat.json if as_json else fmt
     if fmt is OutputFormat.table:
-        from dsconv_cli.render import print_tables
+        from ..render import print_tables
 
         print_tables(view(env), make_console())
     else:

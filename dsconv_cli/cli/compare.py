@@ -8,11 +8,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from dsconv_cli.cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
-from dsconv_cli.errors import FieldError, InputError
-from dsconv_cli.presets import PRESETS, full_conv, get_preset
-from dsconv_cli.render import OutputFormat, compare_view, envelope, preset_view
-
+from ..cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
+from ..errors import FieldError, InputError
+from ..presets import PRESETS, full_conv, get_preset
+from ..render import OutputFormat, compare_view, envelope, preset_view
 from .common import check_reports, emit, handle_errors, progress, status, warn
 from .options import (
     Device,

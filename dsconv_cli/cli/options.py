@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dsconv_cli.render import OutputFormat
+from ..render import OutputFormat
 
 
 class Device(str, Enum):

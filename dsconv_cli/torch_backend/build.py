@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from dsconv_cli.presets import Preset
-from dsconv_cli.specs import (
+from ..presets import Preset
+from ..specs import (
     ConvSpec,
     ECASpec,
     InvertedResidualSpec,
@@ -18,7 +18,6 @@ from dsconv_cli.specs import (
     Spec,
     SqueezeExciteSpec,
 )
-
 from .modules import (
     DepthwiseSeparableConv,
     EfficientChannelAttention,

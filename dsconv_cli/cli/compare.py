@@ -154,8 +154,11 @@ def compare(
     as_json: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
-    """Compare a standard conv with a depthwise separable block (or inverted residual,
-    MBConv, ECA): params, MACs, FLOPs, memory traffic, and with --measure real timings.
+    """Standard conv vs depthwise separable (or another block): costs and timings.
+
+    Params, MACs, FLOPs, memory traffic and the reductions of a depthwise separable
+    block (or inverted residual, MBConv, ECA) against the layer it replaces; with
+    --measure, real layers timed next to the theory; with --model, whole networks.
 
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """

@@ -88,8 +88,11 @@ def convert(
     as_json: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
-    """Convert a saved model's eligible Conv2d layers to depthwise separable pairs,
-    initialised from the original weights, with a per-layer report."""
+    """Replace a saved model's Conv2d layers with depthwise separable pairs.
+
+    Eligible layers become depthwise + pointwise pairs initialised from the original
+    weights (per-channel SVD), verified and written atomically, with a per-layer report.
+    """
     reports = check_reports(report)
     plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
                          max_error, allow_larger)

@@ -51,8 +51,11 @@ def profile(
     as_json: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
-    """Run a YAML-described benchmark with budgets: exit 0 when every budget is met, 1 when
-    one fails, a regression is found or a case cannot run, 2 for a config error."""
+    """Run a YAML benchmark with budgets and baselines (for CI).
+
+    Exit 0 when every budget is met; 1 when one fails, a regression is found or a case
+    cannot run; 2 for a config or usage error.
+    """
     from ..config import load_config, plan_cases, schema_text
 
     if schema:

@@ -92,6 +92,8 @@ def test_cli_preset_table_and_json() -> None:
     (["--model", "mobilenet_v1", "--resolution", "16"], "--resolution"),
     (["--model", "mobilenet_v1", "--classes", "0"], "--classes"),
     (["--model", "mobilenet_v1", "--in", "32"], "--in"),
+    (["--in", "32", "--hw", "8", "--per-layer"], "--per-layer"),
+    (["--in", "32", "--hw", "8", "--width", "0.5"], "--width"),
 ])
 def test_cli_bad_preset_exit_2(args: list[str], needle: str) -> None:
     r = runner.invoke(app, ["compare", *args])

@@ -163,7 +163,8 @@ def compare(
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """
     reports = check_reports(report)
-    model_opts = {"width": width, "resolution": resolution, "classes": classes, "vs": vs}
+    model_opts = {"width": width, "resolution": resolution, "classes": classes, "vs": vs,
+                  "per-layer": per_layer or None}
     values = {
         "in": in_, "out": out, "kernel": kernel, "hw": hw, "stride": stride,
         "padding": padding, "dilation": dilation, "groups": groups, "batch": batch,

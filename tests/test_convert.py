@@ -75,9 +75,6 @@ def test_convert_structure_params_and_shapes(tmp_path: Path, factory: Any) -> No
     # params drop exactly as the engine says, layer by layer
     saved = 0
     for la in data["cases"][0]["layers"]:
-        spec = ConvSpec(la["in_channels"], la["out_channels"], tuple(la["kernel"]),
-                        tuple(la["stride"]), (0, 0), tuple(la["dilation"]), la["groups"],
-                        bias=True)
         orig = m.get_submodule(la["name"])
         spec = ConvSpec(orig.in_channels, orig.out_channels, orig.kernel_size, orig.stride,
                         (0, 0), orig.dilation, orig.groups, orig.bias is not None)

@@ -14,7 +14,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..cost import Cost
 from ..errors import InputError
-from ..plan import ConvFacts, Decision, PlanOptions, decide, plan_document
+from ..plan import ConvFacts, Decision, PlanOptions, decide, eligibility, plan_document
 from ..presets import PRESETS, get_preset
 from .build import build_preset
 
@@ -389,12 +389,12 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(o.seed)
         for key, (conv, names) in places.items():
+            facts = _facts(conv, names, shapes.get(key), ())
             svd = None
-            energy: tuple[float, ...] = ()
-            if conv.groups == 1 and conv.kernel_size != (1, 1) and o.plan.init == "svd":
-                svd = _svd(conv)
-                energy = _energy(svd[1])
-            d = decide(_facts(conv, names, shapes.get(key), energy), o.plan)
+            if o.plan.init == "svd" and eligibility(facts, o.plan) is None:
+                svd = _svd(conv)  # only candidates pay for the spectrum
+                facts = replace(facts, energy_by_rank=_energy(svd[1]))
+            d = decide(facts, o.plan)
             decisions.append(d)
             if d.convert:
                 assert d.rank is not None

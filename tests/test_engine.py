@@ -150,3 +150,25 @@ def test_memory_traffic_rules() -> None:
 def test_engine_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
     resolve_layer({"in": 32, "hw": (8, 8), "kind": "mbconv"}).to_dict()
     assert capsys.readouterr() == ("", "")
+
+
+def test_choice_lists_agree_everywhere() -> None:
+    """The command line's enums and the config's literals are twins of the core's lists."""
+    from typing import get_args
+
+    from dsconv_cli.cases import KINDS
+    from dsconv_cli.cli.compare import Activation, Kind
+    from dsconv_cli.cli.options import Dtype
+    from dsconv_cli.config import Config, LayerCfg
+    from dsconv_cli.cost import DTYPE_BYTES
+    from dsconv_cli.specs import ACTIVATIONS
+
+    def literal(model: type, field: str) -> set[str]:
+        ann = model.model_fields[field].annotation
+        lits = [a for a in get_args(ann) if get_args(a)] or [ann]
+        return {v for a in lits for v in get_args(a)}
+
+    assert {k.value for k in Kind} == set(KINDS) == literal(LayerCfg, "kind")
+    assert {a.value for a in Activation} == set(ACTIVATIONS) == literal(LayerCfg, "activation")
+    assert {d.value for d in Dtype} == set(DTYPE_BYTES)
+    assert literal(Config, "dtype") == set(DTYPE_BYTES) - {"int8"}  # int8: analytic only

@@ -84,7 +84,6 @@ def profile(
         return
 
     cases, environment = _run(cfg, planned, recalibrate)
-    failed = [c for c in cases if c["verdict"] != "pass"]
     if base is not None:
         mismatch = env_mismatch(environment, base.get("environment", {}))
         if mismatch:
@@ -100,7 +99,7 @@ def profile(
                 c["verdict"] = "fail"
                 c.setdefault("failures", []).append(
                     f"regression: median {100 * c['baseline']['change']:+.1f}% vs baseline")
-        failed = [c for c in cases if c["verdict"] != "pass"]
+    failed = [c for c in cases if c["verdict"] != "pass"]
     env = envelope(cases, environment=environment, config=str(config),
                    summary={"cases": len(cases), "failed": len(failed),
                             "passed": len(cases) - len(failed)})

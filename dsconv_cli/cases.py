@@ -16,18 +16,9 @@ from typing import Any
 
 from .cost import DTYPE_BYTES, Cost, closed_form_ratio, cost
 from .errors import FieldError, InputError
-from .specs import (
-    ACTIVATIONS,
-    ConvSpec,
-    ECASpec,
-    InvertedResidualSpec,
-    SeparableSpec,
-    Spec,
-    SqueezeExciteSpec,
-    default_padding,
-    eca_kernel,
-    make_divisible,
-)
+from .kinds import KINDS
+from .results import ComparedCase, Reduction, Side, Theory, to_json
+from .specs import ACTIVATIONS, Spec
 
 __all__ = [
     "FIELDS",
@@ -39,7 +30,6 @@ __all__ = [
     "resolve_layer",
 ]
 
-KINDS = ("separable", "inverted-residual", "mbconv", "eca")
 MAX_CASES = 1000
 
 # field -> value type; order is the sweep order (the command line's option order)
@@ -50,23 +40,8 @@ FIELDS: dict[str, str] = {
     "squeeze_channels": "int", "eca_k": "int",
     "bias": "bool", "se": "bool", "activation": "str", "kind": "str",
 }
-# fields that only make sense for some kinds
-_ONLY_FOR = {
-    "depth_multiplier": ("separable",),
-    "padding": ("separable",),
-    "groups": ("separable", "inverted-residual", "mbconv"),
-    "expansion": ("inverted-residual", "mbconv"),
-    "expanded_channels": ("inverted-residual", "mbconv"),
-    "se": ("mbconv",),
-    "squeeze_channels": ("mbconv",),
-    "activation": ("inverted-residual", "mbconv"),
-    "eca_k": ("eca",),
-    "out": ("separable", "inverted-residual", "mbconv"),
-    "kernel": ("separable", "inverted-residual", "mbconv"),
-    "stride": ("separable", "inverted-residual", "mbconv"),
-    "dilation": ("separable", "inverted-residual", "mbconv"),
-    "bias": ("separable", "inverted-residual", "mbconv"),
-}
+#: fields every kind takes; the rest apply only to the kinds whose entry lists them
+_COMMON = frozenset({"in", "hw", "batch", "kind"})
 
 
 def _int(field: str, text: str) -> int:
@@ -141,24 +116,26 @@ class LayerCase:
         e = DTYPE_BYTES[self.dtype]
         return cost(self.standard, self.input_shape, e), cost(self.candidate, self.input_shape, e)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_result(self) -> ComparedCase:
+        """The analytic comparison (no measurement)."""
         std, cand = self.costs()
         ratio = closed_form_ratio(self.standard, self.candidate)
-        return {
-            "name": self.name,
-            "input": {k: (list(v) if isinstance(v, tuple) else v)
-                      for k, v in self.request.items()} | {"dtype": self.dtype},
-            "standard": std.to_dict() | {"spec": self.standard.__class__.__name__},
-            "candidate": cand.to_dict(),
-            "reduction": {
-                "params": round(std.params / cand.params, 4) if cand.params else None,
-                "macs": round(std.macs / cand.macs, 4) if cand.macs else None,
-            },
-            "theory": None if ratio is None else {
-                "ratio": round(ratio, 4), "reduction": round(1 / ratio, 4),
-                "formula": "m/Cout + m/(Kh*Kw)",
-            },
-        }
+        return ComparedCase(
+            name=self.name,
+            input={k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in self.request.items()} | {"dtype": self.dtype},
+            standard=Side.of(std, spec=self.standard.__class__.__name__),
+            candidate=Side.of(cand),
+            reduction=Reduction(
+                params=round(std.params / cand.params, 4) if cand.params else None,
+                macs=round(std.macs / cand.macs, 4) if cand.macs else None),
+            theory=None if ratio is None else Theory(
+                ratio=round(ratio, 4), reduction=round(1 / ratio, 4),
+                formula="m/Cout + m/(Kh*Kw)"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_json(self.to_result()))
 
 
 def resolve_layer(values: Mapping[str, Any], name: str = "", dtype: str = "fp32") -> LayerCase:
@@ -170,10 +147,12 @@ def resolve_layer(values: Mapping[str, Any], name: str = "", dtype: str = "fp32"
     if dtype not in DTYPE_BYTES:
         raise FieldError("dtype", f"unknown dtype {dtype!r}; choose from "
                          f"{', '.join(DTYPE_BYTES)}")
+    entry = KINDS[kind]
     for field in given:
-        if field in _ONLY_FOR and kind not in _ONLY_FOR[field]:
+        if field not in _COMMON and field not in entry.options:
+            takes = [k for k, e in KINDS.items() if field in e.options]
             raise FieldError(field, f"does not apply to kind {kind!r} (it applies to "
-                             f"{', '.join(_ONLY_FOR[field])})")
+                             f"{', '.join(takes)})")
     for req in ("in", "hw"):
         if req not in given:
             raise FieldError(req, "is required")
@@ -193,54 +172,8 @@ def resolve_layer(values: Mapping[str, Any], name: str = "", dtype: str = "fp32"
     hw = given["hw"]
     shape = (batch, cin, hw[0], hw[1])
     request: dict[str, Any] = {"kind": kind, "in": cin, "hw": hw, "batch": batch}
-
-    if kind == "eca":
-        k = given.get("eca_k", eca_kernel(cin))
-        if k % 2 == 0:
-            raise FieldError("eca_k", f"must be odd (the 1-D conv keeps C channels), got {k}")
-        request["eca_k"] = k
-        standard: Spec = SqueezeExciteSpec(cin, max(1, cin // 16), "relu", "sigmoid")
-        candidate: Spec = ECASpec(cin, k)
-        return _checked(LayerCase(name or kind, request, shape, standard, candidate, dtype))
-
-    cout = given.get("out", cin)
-    kernel = given.get("kernel", (3, 3))
-    stride = given.get("stride", (1, 1))
-    dilation = given.get("dilation", (1, 1))
-    groups = given.get("groups", 1)
-    bias = bool(given.get("bias", False))
-    padding = given.get("padding", default_padding(kernel, dilation))
-    if padding == "same" and stride != (1, 1):
-        raise FieldError("padding", f"'same' needs stride 1 (as in PyTorch), got stride "
-                         f"{_show(stride)}")
-    if cin % groups or cout % groups:
-        raise FieldError("groups", f"{groups} must divide both in ({cin}) and out ({cout})")
-    request |= {"out": cout, "kernel": kernel, "stride": stride, "padding": padding,
-                "dilation": dilation, "groups": groups, "bias": bias}
-    standard = ConvSpec(cin, cout, kernel, stride, padding, dilation, groups, bias)
-    if kind == "separable":
-        m = given.get("depth_multiplier", 1)
-        request["depth_multiplier"] = m
-        candidate = SeparableSpec(cin, cout, kernel, stride, padding, dilation, m, bias)
-    else:
-        if "expanded_channels" in given and "expansion" in given:
-            raise FieldError("expansion", "give either expansion or expanded_channels")
-        exp = given.get("expanded_channels") or int(round(cin * given.get("expansion", 6.0)))
-        if exp <= 0:
-            raise FieldError("expansion", f"gives {exp} expanded channels; must be >= 1")
-        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
-            raise FieldError("kernel", f"an inverted residual needs an odd kernel (3, 5, ...) "
-                             f"so its depthwise conv keeps the size, got {_show(kernel)}")
-        mb = kind == "mbconv"
-        se = mb and given.get("se", True)
-        sq = given.get("squeeze_channels", make_divisible(exp / 4)) if se else 0
-        if "squeeze_channels" in given and not se:
-            raise FieldError("squeeze_channels", "given with --no-se")
-        act = given.get("activation", "hswish" if mb else "relu6")
-        request |= {"expanded_channels": exp, "se": bool(se), "squeeze_channels": sq,
-                    "activation": act}
-        del request["padding"]
-        candidate = InvertedResidualSpec(cin, cout, exp, kernel, stride, dilation, act, sq)
+    extra, standard, candidate = entry.resolve(given)
+    request |= extra
     return _checked(LayerCase(name or kind, request, shape, standard, candidate, dtype))
 
 

@@ -1,7 +1,11 @@
 """Profile configs: YAML (PyYAML's SafeLoader only) validated into typed pydantic models.
 
 Every error is one :class:`ConfigError` naming the file, the line where known and the
-key path (``cases[1].layer.in``). Nothing in a config is ever executed.
+key path (``cases[1].layer.in``). Reading a config executes nothing; but a model case's
+``arch`` names code (``package.module:callable`` or ``file.py:callable``) that is imported
+and called when the case runs, and ``trust_pickle`` lets a model file run code: both need
+the matching command-line flag (``--trust-code``, ``--trust-pickle``). Turning cases into
+runnable ones (sweeps, budgets) is :mod:`dsconv_cli.suite`, in the core.
 """
 
 from __future__ import annotations
@@ -9,18 +13,19 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from .cases import MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
-from .errors import ConfigError, FieldError, InputError
-from .presets import Preset, get_preset
+from .cases import MAX_CASES
+from .errors import ConfigError
+from .kinds import kind_names
+from .specs import ACTIVATIONS
+from .suite import SOURCE_METRICS, source_of
 
-__all__ = ["Budget", "Config", "PlannedCase", "json_schema", "load_config", "plan_cases"]
+__all__ = ["Budget", "Config", "json_schema", "load_config"]
 
 StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 PosInt = Annotated[int, Field(gt=0)]
@@ -29,20 +34,23 @@ IntList = Union[PosInt, list[PosInt]]
 PairValue = Union[PosInt, str]
 PairList = Union[PairValue, list[PairValue]]
 PadValue = Union[Annotated[int, Field(ge=0)], str]
+# derived from the kind registry and the spec module: one spelling each
+KindName = Literal[kind_names()]  # type: ignore[valid-type]
+ActivationName = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 
 
-class Model(BaseModel):
+class StrictModel(BaseModel):
     model_config = StrictCfg
 
 
-class Timing(Model):
+class TimingCfg(StrictModel):
     """Measurement settings (seconds)."""
 
     warmup: Annotated[int, Field(ge=0, description="untimed calls before timing")] = 3
     min_time: Annotated[float, Field(gt=0, description="seconds of timed runs per layer")] = 0.2
 
 
-class Budget(Model):
+class Budget(StrictModel):
     """Limits a case must meet. Measured: max_latency_ms, min_speedup. Analytic: the rest."""
 
     max_latency_ms: Optional[PosFloat] = Field(None, description="median latency of the "
@@ -55,14 +63,14 @@ class Budget(Model):
                                               "activations, 1 MB = 10^6 bytes")
 
 
-class Defaults(Model):
+class Defaults(StrictModel):
     budget: Budget = Budget()
 
 
-class LayerCfg(Model):
+class LayerCfg(StrictModel):
     """A layer comparison, as on the command line; lists form a sweep."""
 
-    kind: Literal["separable", "inverted-residual", "mbconv", "eca"] = "separable"
+    kind: KindName = "separable"  # type: ignore[valid-type]
     in_: IntList = Field(alias="in")
     out: Optional[IntList] = None
     kernel: Optional[PairList] = None
@@ -77,18 +85,18 @@ class LayerCfg(Model):
     expanded_channels: Optional[IntList] = None
     se: Optional[bool] = None
     squeeze_channels: Optional[IntList] = None
-    activation: Optional[Literal["relu", "relu6", "hswish", "silu"]] = None
+    activation: Optional[ActivationName] = None
     eca_k: Optional[IntList] = None
 
 
-class PresetCfg(Model):
+class PresetCfg(StrictModel):
     name: str
     width: PosFloat = 1.0
     resolution: PosInt = 224
     classes: PosInt = 1000
 
 
-class ModelCfg(Model):
+class ModelCfg(StrictModel):
     """A saved model, loaded as safely as ``dsconv convert`` loads it."""
 
     path: str = Field(description="relative to the config file")
@@ -102,7 +110,7 @@ class ModelCfg(Model):
     min_channels: PosInt = 32
 
 
-class CaseCfg(Model):
+class CaseCfg(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     layer: Optional[LayerCfg] = None
     preset: Optional[PresetCfg] = None
@@ -118,7 +126,7 @@ class CaseCfg(Model):
         return self
 
 
-class Config(Model):
+class Config(StrictModel):
     """A ``dsconv profile`` config."""
 
     version: Literal[1] = 1
@@ -127,7 +135,7 @@ class Config(Model):
     threads: Optional[PosInt] = None
     batch: PosInt = 1
     memory_format: Literal["nchw", "channels_last", "both"] = "nchw"
-    timing: Timing = Timing()
+    timing: TimingCfg = TimingCfg()
     defaults: Defaults = Defaults()
     max_cases: PosInt = MAX_CASES
     cases: Annotated[list[CaseCfg], Field(min_length=1)]
@@ -293,41 +301,14 @@ def load_config(path: Path) -> Config:
     return cfg
 
 
-#: which budget metrics each source can have
-METRICS = {
-    "layer": {"max_latency_ms", "min_speedup", "max_params", "max_macs", "max_memory_mb"},
-    "preset": {"max_latency_ms", "max_params", "max_macs", "max_memory_mb"},
-    "model": {"max_latency_ms", "max_params", "max_macs"},
-    "model+convert": {"max_latency_ms", "min_speedup", "max_params", "max_macs"},
-}
-
-
-def source_of(c: CaseCfg) -> str:
-    if c.layer is not None:
-        return "layer"
-    if c.preset is not None:
-        return "preset"
-    assert c.model is not None
-    return "model+convert" if c.model.convert else "model"
-
-
 def _check_budgets(cfg: Config) -> None:
     for i, c in enumerate(cfg.cases):
         src = source_of(c)
         for metric in c.budget.model_fields_set:
-            if getattr(c.budget, metric) is not None and metric not in METRICS[src]:
+            if getattr(c.budget, metric) is not None and metric not in SOURCE_METRICS[src]:
                 raise cfg.error(f"a {src.replace('+', ' with ')} case has no {metric} (it "
-                                f"allows {', '.join(sorted(METRICS[src]))})",
+                                f"allows {', '.join(sorted(SOURCE_METRICS[src]))})",
                                 ("cases", i, "budget", metric))
-
-
-def merged_budget(cfg: Config, c: CaseCfg) -> dict[str, float]:
-    """Case budget over defaults, per key; a default applies only where its metric exists."""
-    allowed = METRICS[source_of(c)]
-    out = {k: v for k, v in cfg.defaults.budget.model_dump().items()
-           if v is not None and k in allowed}
-    out.update({k: v for k, v in c.budget.model_dump().items() if v is not None})
-    return out
 
 
 def model_path(cfg: Config, m: ModelCfg) -> Path:
@@ -361,79 +342,6 @@ def model_file_format(cfg: Config, i: int) -> str:
     if head[:1] == b"\x80":
         return "legacy torch pickle"
     raise cfg.error(f"{p} is not a torch file", key)
-
-
-# ---------------------------------------------------------------- planned cases
-
-@dataclass(frozen=True)
-class PlannedCase:
-    """One runnable case after sweeps are expanded."""
-
-    name: str
-    index: int  # position in cfg.cases
-    source: str
-    budget: dict[str, float]
-    layer: LayerCase | None = None
-    preset: Preset | None = None
-    model: ModelCfg | None = None
-
-    def analytic(self, batch: int, dtype: str) -> dict[str, Any]:
-        if self.layer is not None:
-            std, cand = self.layer.costs()
-            return {"params": cand.params, "macs": cand.macs,
-                    "memory_mb": round(cand.memory_bytes / 1e6, 4),
-                    "standard_params": std.params, "standard_macs": std.macs,
-                    "theoretical_speedup": round(std.macs / cand.macs, 4) if cand.macs else None}
-        if self.preset is not None:
-            c = self.preset.cost(batch, dtype)
-            return {"params": c.params, "macs": c.macs,
-                    "memory_mb": round(c.memory_bytes / 1e6, 4), "theoretical_speedup": None}
-        return {"params": None, "macs": None, "memory_mb": None, "theoretical_speedup": None,
-                "needs": "torch"}
-
-
-def plan_cases(cfg: Config, only: list[str] | None = None) -> list[PlannedCase]:
-    """Expand sweeps and resolve every case; ``only`` globs select cases by name."""
-    import fnmatch
-
-    out: list[PlannedCase] = []
-    for i, c in enumerate(cfg.cases):
-        budget = merged_budget(cfg, c)
-        src = source_of(c)
-        if c.layer is not None:
-            raw = c.layer.model_dump(by_alias=True, exclude_none=True)
-            values: dict[str, Any] = {}
-            try:
-                for k, v in raw.items():
-                    values[k] = ([parse_value(k, x) for x in v] if isinstance(v, list)
-                                 else parse_value(k, v))
-                values.setdefault("batch", cfg.batch)
-                grid = expand_grid(c.name, values, cfg.max_cases)
-                for name, vals in grid:
-                    case = resolve_layer(vals, name, cfg.dtype)
-                    out.append(PlannedCase(name, i, src, budget, layer=case))
-            except FieldError as e:
-                raise cfg.error(e.message, ("cases", i, "layer", e.field), e.hint) from None
-            except InputError as e:  # the sweep cap
-                raise cfg.error(e.message, ("cases", i, "layer"), e.hint) from None
-        elif c.preset is not None:
-            p = c.preset
-            try:
-                preset = get_preset(p.name, p.width, p.resolution, p.classes)
-            except FieldError as e:
-                field = "name" if e.field == "model" else e.field
-                raise cfg.error(e.message, ("cases", i, "preset", field), e.hint) from None
-            out.append(PlannedCase(c.name, i, src, budget, preset=preset))
-        else:
-            out.append(PlannedCase(c.name, i, src, budget, model=c.model))
-    if len(out) > cfg.max_cases:
-        raise cfg.error(f"{len(out)} cases after expanding sweeps, more than max_cases "
-                        f"({cfg.max_cases})", ("cases",))
-    if only:
-        out = [pc for pc in out if any(fnmatch.fnmatchcase(pc.name, g) for g in only)]
-        if not out:
-            raise cfg.error(f"--only {' '.join(only)} matches no case", ())
-    return out
 
 
 def schema_text() -> str:

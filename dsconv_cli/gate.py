@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_REGRESSION_THRESHOLD", "ENV_KEYS", "check_budget", "compare_baseline",
-           "env_mismatch"]
+from .results import BudgetCheck
+
+__all__ = ["BUDGET_METRICS", "DEFAULT_REGRESSION_THRESHOLD", "ENV_KEYS", "check_budget",
+           "compare_baseline", "env_mismatch"]
 
 #: From the noise study (benchmarks/noise.py, table in benchmarks/README.md): 10 runs of
 #: configs/smoke.yaml on the 2-core CI machine. Per-layer medians spread ~10% (CV 3%), a
@@ -15,7 +17,7 @@ __all__ = ["DEFAULT_REGRESSION_THRESHOLD", "ENV_KEYS", "check_budget", "compare_
 DEFAULT_REGRESSION_THRESHOLD = 0.30
 
 #: budget metric -> (value key, "max" or "min")
-METRICS = {
+BUDGET_METRICS = {
     "max_latency_ms": ("latency_ms", "max"),
     "min_speedup": ("speedup", "min"),
     "max_params": ("params", "max"),
@@ -26,15 +28,15 @@ METRICS = {
 ENV_KEYS = ("device", "device_name", "torch", "threads", "dtype")
 
 
-def check_budget(budget: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
+def check_budget(budget: dict[str, float], values: dict[str, Any]) -> dict[str, BudgetCheck]:
     """Each budget metric with its limit, the case's value and whether it is met. A
     value that could not be obtained (not measured) does not meet its budget."""
     out = {}
     for metric, limit in budget.items():
-        key, sense = METRICS[metric]
+        key, sense = BUDGET_METRICS[metric]
         v = values.get(key)
         ok = v is not None and (v <= limit if sense == "max" else v >= limit)
-        out[metric] = {"limit": limit, "value": v, "ok": ok}
+        out[metric] = BudgetCheck(limit=limit, value=v, ok=ok)
     return out
 
 

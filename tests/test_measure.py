@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from dsconv_cli.cli import app
-from dsconv_cli.torch_backend import measure as measure_mod
+from dsconv_cli.services import compare as compare_service
 from dsconv_cli.torch_backend.timing import (
     Calibration,
     Timing,
@@ -46,12 +46,12 @@ def test_roofline_bound_and_flag() -> None:
                                                            (1 << 30, 5.0, 4.0)))
     # 1e9 FLOPs at 100 GFLOP/s = 10 ms compute bound; 1 MB at 20 GB/s = 0.05 ms
     r = roofline(10**9, 10**6, _timing(20.0), cal)
-    assert r["bound"] == "compute" and r["bound_ms"] == pytest.approx(10.0)
-    assert r["roofline_fraction"] == pytest.approx(0.5) and r["flag"] is None
-    assert r["gflops"] == pytest.approx(50.0)
+    assert r.bound == "compute" and r.bound_ms == pytest.approx(10.0)
+    assert r.roofline_fraction == pytest.approx(0.5) and r.flag is None
+    assert r.gflops == pytest.approx(50.0)
     # faster than the bound: flagged, fraction not clipped
     r = roofline(10**9, 10**6, _timing(5.0), cal)
-    assert r["roofline_fraction"] == pytest.approx(2.0) and "exceeds" in r["flag"]
+    assert r.roofline_fraction == pytest.approx(2.0) and r.flag and "exceeds" in r.flag
     # working set beyond 1 MiB uses the larger-size figure (5 GB/s copy > 4 read)
     assert cal.gbps_for(2 << 20) == 5.0 and cal.gbps_for(1000) == 20.0
     assert cal.gbps_for(2 << 30) == 5.0
@@ -99,7 +99,7 @@ def test_compare_measure_json_fields() -> None:
         case["standard"]["measured"]["median_ms"] / case["candidate"]["measured"]["median_ms"],
         rel=1e-3)
     assert sp["theoretical"] == case["reduction"]["macs"]
-    assert case["verdict"].startswith("measured")
+    assert case["why"].startswith("measured")
 
 
 def test_memory_format_both_names_winner() -> None:
@@ -158,7 +158,7 @@ def test_too_big_case_skipped_rest_reported() -> None:
 
 
 def test_ctrl_c_reports_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = measure_mod.measure_layer_case
+    real = compare_service.measure_layer
     calls = {"n": 0}
 
     def interrupt_second(*a: Any, **k: Any) -> Any:
@@ -167,7 +167,7 @@ def test_ctrl_c_reports_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> No
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(measure_mod, "measure_layer_case", interrupt_second)
+    monkeypatch.setattr(compare_service, "measure_layer", interrupt_second)
     r = runner.invoke(app, ["compare", "--in", "8,16", "--hw", "8", "--measure", "--json",
                             *FAST])
     assert r.exit_code == 130

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import typer
 
 from ..errors import DsconvError, InputError
-from ..render import OutputFormat, View, format_from_path, format_report, make_console
+from ..render import RENDERERS, OutputFormat, View, format_from_path, make_console, render_text
+from ..services import Hooks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,11 +98,9 @@ def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
     from ..atomic import write_atomic
 
     for path, rfmt in reports:
-        write_atomic(path, format_report(env, rfmt, view))
-    fmt = OutputFormat.json if as_json else fmt
-    if fmt is OutputFormat.table:
-        from ..render import print_tables
+        write_atomic(path, render_text(env, rfmt, view))
+    RENDERERS[OutputFormat.json if as_json else fmt].write(env, view, sys.stdout)
 
-        print_tables(view(env), make_console())
-    else:
-        sys.stdout.write(format_report(env, fmt, view))
+
+#: the commands' hooks for services: status and warnings on stderr, a progress bar there
+HOOKS = Hooks(status=status, warn=warn, progress=lambda total, what: progress(total, what))

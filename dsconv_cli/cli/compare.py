@@ -10,9 +10,12 @@ import typer
 
 from ..cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
 from ..errors import FieldError, InputError
-from ..presets import PRESETS, full_conv, get_preset
-from ..render import OutputFormat, compare_view, envelope, preset_view
-from .common import check_reports, emit, handle_errors, progress, status, warn
+from ..kinds import KINDS
+from ..presets import PRESETS, get_preset
+from ..render import OutputFormat, compare_view, preset_view
+from ..results import envelope
+from ..specs import ACTIVATIONS
+from .common import HOOKS, check_reports, emit, handle_errors
 from .options import (
     Device,
     DeviceOpt,
@@ -29,19 +32,9 @@ from .options import (
     WarmupOpt,
 )
 
-
-class Kind(str, Enum):
-    separable = "separable"
-    inverted_residual = "inverted-residual"
-    mbconv = "mbconv"
-    eca = "eca"
-
-
-class Activation(str, Enum):
-    relu = "relu"
-    relu6 = "relu6"
-    hswish = "hswish"
-    silu = "silu"
+# choices derived from the kind registry and the spec module: one spelling each
+Kind = Enum("Kind", {k.replace("-", "_"): k for k in KINDS}, type=str)  # type: ignore[misc]
+Activation = Enum("Activation", {a: a for a in ACTIVATIONS}, type=str)  # type: ignore[misc]
 
 
 class Versus(str, Enum):
@@ -102,8 +95,9 @@ def compare(
     batch: Annotated[NumOpt, typer.Option(help="Batch size; counts are per batch.",
                                           rich_help_panel=LAYER)] = None,
     dtype: DtypeOpt = Dtype.fp32,
-    kind: Annotated[Kind, typer.Option(help="Candidate block kind.",
-                                       rich_help_panel=BLOCK)] = Kind.separable,
+    kind: Annotated[Kind, typer.Option(
+        help="Candidate block kind: " + "; ".join(f"{k}: {e.help}" for k, e in KINDS.items())
+        + ".", rich_help_panel=BLOCK)] = Kind.separable,  # type: ignore[attr-defined]
     depth_multiplier: Annotated[NumOpt, typer.Option(
         help="separable: depthwise output channels per input channel.",
         rich_help_panel=BLOCK)] = None,
@@ -174,8 +168,8 @@ def compare(
         "activation": activation.value if activation else None,
     }
     if model is not None:
-        given = [f for f, v in values.items() if v is not None and f != "kind"]
-        if given or kind is not Kind.separable:
+        given = [f for f, v in values.items() if v is not None and f not in ("kind", "batch")]
+        if given or kind is not Kind.separable:  # type: ignore[attr-defined]
             what = option_name(given[0]) if given else "--kind"
             raise InputError(f"Invalid value for '{what}': layer options do not apply with "
                              "--model")
@@ -191,14 +185,17 @@ def compare(
                          hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
     cases = build_cases(values, dtype.value, max_cases)
     if not measure:
-        env = envelope([c.to_dict() for c in cases])
-        emit(env, compare_view, fmt, as_json, reports)
+        emit(envelope([c.to_result() for c in cases]), compare_view, fmt, as_json, reports)
         return
+    from ..services.compare import measure_layers
+
     opts = measure_options(device, dtype, threads, memory_format, min_time, warmup)
-    env, failed = measure_cases(cases, opts, recalibrate)
-    emit(env, compare_view, fmt, as_json, reports)
-    if failed:
-        raise typer.Exit(130 if failed == "interrupted" else 1)
+    run = measure_layers(cases, opts, recalibrate, HOOKS)
+    extra = {"interrupted": True} if run.failed == "interrupted" else {}
+    emit(envelope(run.cases, environment=run.environment, **extra), compare_view, fmt,
+         as_json, reports)
+    if run.failed:
+        raise typer.Exit(130 if run.failed == "interrupted" else 1)
 
 
 def measure_options(device: Device, dtype: Dtype, threads: int | None,
@@ -210,37 +207,12 @@ def measure_options(device: Device, dtype: Dtype, threads: int | None,
     return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup)
 
 
-def measure_cases(cases: list[LayerCase], opts: Any,
-                  recalibrate: bool) -> tuple[dict[str, Any], str | None]:
-    """Measure every case; a case that cannot run is reported and the rest go on.
-    Returns the envelope and why the run failed ("skipped", "interrupted") or None."""
-    from ..torch_backend.measure import SkipCase, measure_layer_case, open_session
-
-    session = open_session(opts, recalibrate, on_status=status)
-    done: list[dict[str, Any]] = []
-    failed: str | None = None
-    per_case = [2 + len(getattr(c.candidate, "parts", ())) for c in cases]
-    try:
-        with progress(sum(per_case)) as advance:
-            for case in cases:
-                d = case.to_dict()
-                try:
-                    measure_layer_case(case, d, session, advance)
-                except SkipCase as e:
-                    warn(f"skipped {e}")
-                    d["skipped"] = str(e)
-                    failed = "skipped"
-                done.append(d)
-    except KeyboardInterrupt:
-        warn(f"interrupted: reporting the {len(done)} case(s) measured so far")
-        failed = "interrupted"
-    return envelope(done, environment=session.environment), failed
-
-
 def compare_model(name: str, width: float | None, resolution: int | None,
                   classes: int | None, vs: Versus | None, per_layer: bool, batch: str | None,
                   dtype: Dtype, opts: Any, recalibrate: bool,
                   fmt: OutputFormat, as_json: bool, reports: Any) -> None:
+    from ..services.compare import analyse_preset, measure_preset
+
     try:
         preset = get_preset(name, 1.0 if width is None else width,
                             224 if resolution is None else resolution,
@@ -251,16 +223,10 @@ def compare_model(name: str, width: float | None, resolution: int | None,
     except FieldError as e:
         raise InputError(f"Invalid value for '{option_name(e.field)}': {e.message}",
                          e.hint) from None
-    d = preset.to_dict(nbatch, dtype.value, per_layer)
-    if vs is Versus.full_conv:
-        fc = full_conv(preset).to_dict(nbatch, dtype.value)
-        d["full_conv"] = {"totals": fc["totals"], "stages": fc["stages"]}
-    environment = None
-    if opts is not None:
-        from ..torch_backend.measure import measure_preset, open_session
-
-        session = open_session(opts, recalibrate, on_status=status)
-        with progress(1 + len(d["stages"])) as advance:
-            measure_preset(preset, d, session, advance)
-        environment = session.environment
+    full = vs is Versus.full_conv
+    if opts is None:
+        d, environment = analyse_preset(preset, nbatch, dtype.value, per_layer, full), None
+    else:
+        d, environment = measure_preset(preset, nbatch, dtype.value, per_layer, full, opts,
+                                        recalibrate, HOOKS)
     emit(envelope([d], environment=environment), preset_view, fmt, as_json, reports)

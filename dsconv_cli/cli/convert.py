@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-from ..render import OutputFormat, convert_view, envelope
+from ..render import OutputFormat, convert_view
+from ..results import envelope
 from .common import check_reports, emit, handle_errors, status, warn
 from .options import FormatOpt, JsonOpt, ReportOpt
 
@@ -100,13 +101,8 @@ def convert(
     _check_output(model, output, dry_run, force)
 
     from ..atomic import write_all_atomic
-    from ..torch_backend.convert import (
-        ConvertOptions,
-        convert_model,
-        load_model,
-        parse_input_shape,
-        serialise,
-    )
+    from ..torch_backend.convert import ConvertOptions, convert_model, serialise
+    from ..torch_backend.loading import load_model, parse_input_shape
 
     shape = parse_input_shape(input_shape) if input_shape else None
     t0 = time.perf_counter()

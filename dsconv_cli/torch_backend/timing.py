@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 from ..errors import InputError
+from ..results import Measurement
 
 __all__ = [
     "Calibration",
@@ -48,6 +49,7 @@ class MeasureOptions:
     memory_formats: tuple[str, ...] = ("nchw",)
     min_time: float = 0.2
     warmup: int = 3
+    runtime: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def load_calibration(device: torch.device, dtype: str, threads: int | None,
     return cal
 
 
-def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> dict[str, Any]:
+def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> Measurement:
     """Achieved rates and the roofline bound for one measured layer.
 
     bound = max(FLOPs / peak, bytes / bandwidth at this working set); the fraction
@@ -291,15 +293,15 @@ def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> 
         flag = ("exceeds calibrated roofline: " + (
             "data stayed in cache between calls" if memory_ms >= compute_ms
             else "the conv kernel beats the calibration matmul"))
-    return {
+    return Measurement(
         **timing.to_dict(),
-        "gflops": round(flops / sec / 1e9, 3) if sec else 0.0,
-        "gbps": round(bytes_moved / sec / 1e9, 3) if sec else 0.0,
-        "bound_ms": round(bound, 6),
-        "bound": "memory" if memory_ms >= compute_ms else "compute",
-        "roofline_fraction": round(frac, 4),
-        "flag": flag,
-    }
+        gflops=round(flops / sec / 1e9, 3) if sec else 0.0,
+        gbps=round(bytes_moved / sec / 1e9, 3) if sec else 0.0,
+        bound_ms=round(bound, 6),
+        bound="memory" if memory_ms >= compute_ms else "compute",
+        roofline_fraction=round(frac, 4),
+        flag=flag,
+    )
 
 
 def available_memory(device: torch.device) -> int:

@@ -1,65 +1,17 @@
-"""Output formats: table (Rich), JSON, CSV, Markdown. The only module that formats output.
+"""Command views: a report envelope -> :class:`Table` objects, one view per command.
 
-Every command builds one JSON-able *envelope* (see :func:`envelope`); a *view* turns it
-into :class:`Table` objects, and a format writes those. So the table, CSV and Markdown
-always show the same numbers as the JSON. Rich is imported only to draw a table.
+A view never writes anything: the format writers in :mod:`.formats` do. So the table, CSV
+and Markdown always show the same numbers as the JSON.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import IO, Any
+from typing import Any
 
-from . import __version__
-
-__all__ = [
-    "FORMATS",
-    "OutputFormat",
-    "Table",
-    "envelope",
-    "fmt_bytes",
-    "fmt_int",
-    "format_report",
-    "format_from_path",
-    "make_console",
-    "print_tables",
-]
-
-SCHEMA_VERSION = 1
-
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-
-
-FORMATS = {".json": OutputFormat.json, ".csv": OutputFormat.csv, ".md": OutputFormat.markdown,
-           ".markdown": OutputFormat.markdown}
-
-
-def format_from_path(path: str) -> OutputFormat | None:
-    return FORMATS.get(os.path.splitext(path)[1].lower())
-
-
-def envelope(cases: list[dict[str, Any]], environment: dict[str, Any] | None = None,
-             **extra: Any) -> dict[str, Any]:
-    """The one JSON shape every command emits."""
-    env: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
-                           "tool": {"name": "dsconv", "version": __version__}}
-    if environment:
-        env["environment"] = environment
-    env["cases"] = cases
-    env.update(extra)
-    return env
+__all__ = ["COUNTING_NOTE", "Table", "View", "compare_view", "convert_view", "fmt_bytes",
+           "fmt_int", "preset_view", "profile_view"]
 
 
 @dataclass
@@ -69,6 +21,9 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     styles: list[str | None] = field(default_factory=list)  # per-row Rich style
+
+
+View = Callable[[dict[str, Any]], list[Table]]
 
 
 def fmt_int(n: int | float | None) -> str:
@@ -92,84 +47,6 @@ def fmt_shape(s: Iterable[int]) -> str:
     s = list(s)
     return str(s[0]) if len(s) == 2 and s[0] == s[1] else "x".join(str(v) for v in s)
 
-
-def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
-    """A Rich console whose width and colour come from the environment at call time:
-    ``DSCONV_WIDTH`` or ``COLUMNS`` fix the width, ``NO_COLOR`` turns colour off."""
-    from rich.console import Console
-
-    width = os.environ.get("DSCONV_WIDTH") or os.environ.get("COLUMNS")
-    stream = file or (sys.stderr if stderr else sys.stdout)
-    if not width and not stream.isatty():
-        width = "200"  # piped or redirected: don't squeeze tables into 80 columns
-    return Console(
-        file=file, stderr=stderr, width=int(width) if width else None,
-        no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=False,
-    )
-
-
-def _rich_table(t: Table) -> Any:
-    from rich import box
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    rt = RichTable(title=Text(t.title, style="bold"), box=box.SIMPLE_HEAVY, title_justify="left")
-    for i, c in enumerate(t.columns):
-        rt.add_column(c, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for i, row in enumerate(t.rows):
-        rt.add_row(*(Text(c) for c in row), style=t.styles[i] if i < len(t.styles) else None)
-    return rt
-
-
-def print_tables(tables: list[Table], console: Any) -> None:
-    for t in tables:
-        console.print(_rich_table(t))
-        for note in t.notes:
-            console.print(note, markup=False, highlight=False)
-        console.print()
-
-
-def _markdown(tables: list[Table]) -> str:
-    out = []
-    for t in tables:
-        out.append(f"### {t.title}\n")
-        out.append("| " + " | ".join(t.columns) + " |")
-        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(t.columns)))
-                   + "|")
-        out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in t.rows)
-        out.append("")
-        out.extend(f"- {n}" for n in t.notes)
-        out.append("")
-    return "\n".join(out)
-
-
-def _csv(tables: list[Table]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for i, t in enumerate(tables):
-        if i:
-            buf.write("\n")
-        w.writerow(["table", *t.columns])
-        w.writerows([t.title, *r] for r in t.rows)
-    return buf.getvalue()
-
-
-View = Callable[[dict[str, Any]], list[Table]]
-
-
-def format_report(env: dict[str, Any], fmt: OutputFormat, view: View) -> str:
-    """Render an envelope as text in any format but ``table`` (which needs a console)."""
-    if fmt is OutputFormat.json:
-        return json.dumps(env, indent=2) + "\n"
-    tables = view(env)
-    if fmt is OutputFormat.csv:
-        return _csv(tables)
-    if fmt is OutputFormat.markdown:
-        return _markdown(tables)
-    raise ValueError(f"{fmt} is drawn on a console")
-
-
-# --------------------------------------------------------------------------- views
 
 def _measured_cells(m: dict[str, Any] | None) -> list[str]:
     if not m:
@@ -234,8 +111,8 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
         t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])} (theoretical "
                        f"{fmt_ratio(sp['theoretical'])}); best layout: "
                        f"{sp.get('memory_format', '-')}")
-    if case.get("verdict"):
-        t.notes.append(f"Why: {case['verdict']}")
+    if case.get("why"):
+        t.notes.append(f"Why: {case['why']}")
     for w in case.get("warnings", []):
         t.notes.append(f"Note: {w}")
     t.notes.append(COUNTING_NOTE)

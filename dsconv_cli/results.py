@@ -1,0 +1,280 @@
+"""Typed results and their one serialisation (stdlib only).
+
+Services return these frozen dataclasses; :func:`to_json` turns any of them into the JSON
+every command writes, and :func:`report_schema` generates ``report.schema.json`` from the
+same classes (as ``profile.schema.json`` is generated from the config models). The split is
+torchinfo's: LayerInfo / ModelStatistics (data) apart from formatting (:mod:`.render`).
+
+A field marked :func:`optional` is left out of the JSON when it is ``None``; every other
+field is always written (``null`` included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from . import __version__
+from .cost import Cost
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BudgetCheck",
+    "ComparedCase",
+    "Measurement",
+    "ProfileCaseResult",
+    "Reduction",
+    "Side",
+    "Speedup",
+    "Theory",
+    "envelope",
+    "optional",
+    "report_schema",
+    "to_json",
+]
+
+SCHEMA_VERSION = 1
+
+
+def optional(default: Any = None) -> Any:
+    """A dataclass field left out of the JSON when it is ``None``."""
+    return field(default=default, metadata={"omit_none": True})
+
+
+def to_json(obj: Any) -> Any:
+    """Plain JSON data (dicts, lists, numbers, strings) from results, recursively."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if v is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = to_json(v)
+        return out
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def envelope(cases: list[Any], environment: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """The one JSON shape every command emits; ``cases`` may be results or dicts."""
+    env: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
+                           "tool": {"name": "dsconv", "version": __version__}}
+    if environment:
+        env["environment"] = environment
+    env["cases"] = to_json(cases)
+    env.update(to_json(extra))
+    return env
+
+
+# --------------------------------------------------------------------------- measurement
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed module in one layout: block statistics and its roofline context."""
+
+    median_ms: float
+    iqr_ms: float
+    q1_ms: float
+    q3_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+    calls: int
+    memory_format: str
+    gflops: float
+    gbps: float
+    bound_ms: float
+    bound: Literal["memory", "compute"]
+    roofline_fraction: float
+    #: why this measurement cannot be taken at face value (None: nothing seen)
+    flag: Optional[str]
+    #: this part's share of the summed part times (preset stages)
+    share_time: Optional[float] = optional()
+
+    def with_share(self, share: float) -> Measurement:
+        return dataclasses.replace(self, share_time=round(share, 4))
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison (or a part of it): its cost and, when timed, measurements."""
+
+    kind: str
+    params: int
+    macs: int
+    flops: int
+    bytes: int
+    elementwise_ops: int
+    input_shape: list[int]
+    output_shape: list[int]
+    activation_elems: int
+    memory_bytes: int
+    arithmetic_intensity: float
+    spec: Optional[str] = optional()
+    parts: Optional[dict[str, Side]] = optional()
+    measured: Optional[Measurement] = optional()
+    measured_by_format: Optional[dict[str, Measurement]] = optional()
+
+    @classmethod
+    def of(cls, c: Cost, spec: str | None = None) -> Side:
+        d = c.to_dict()
+        parts = {name: cls.of(p) for name, p in c.parts} if c.parts else None
+        d.pop("parts", None)
+        return cls(**d, spec=spec, parts=parts)
+
+    def timed(self, best: Measurement, by_format: dict[str, Measurement] | None) -> Side:
+        return dataclasses.replace(self, measured=best, measured_by_format=by_format)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """standard / candidate."""
+
+    params: Optional[float]
+    macs: Optional[float]
+
+
+@dataclass(frozen=True)
+class Theory:
+    ratio: float
+    reduction: float
+    formula: str
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Measured standard time / candidate time, beside the MAC reduction."""
+
+    measured: Optional[float]
+    theoretical: Optional[float]
+    memory_format: Optional[str] = optional()
+
+
+@dataclass(frozen=True)
+class ComparedCase:
+    """A layer comparison: the standard side against the candidate block."""
+
+    name: str
+    input: dict[str, Any]
+    standard: Side
+    candidate: Side
+    reduction: Reduction
+    theory: Optional[Theory]
+    speedup: Optional[Speedup] = optional()
+    #: one line on why the measured speedup differs from the theoretical one
+    why: Optional[str] = optional()
+    warnings: Optional[list[str]] = optional()
+    #: why this case could not be measured
+    skipped: Optional[str] = optional()
+
+
+# --------------------------------------------------------------------------- profile
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    limit: float
+    value: Optional[float]
+    ok: bool
+
+
+ProfileVerdict = Literal["pass", "fail", "error", "planned"]
+
+
+@dataclass(frozen=True)
+class ProfileCaseResult:
+    """One profile case: what ran, against which budget, and its verdict.
+
+    ``verdict`` is the case's outcome and nothing else: ``pass``, ``fail`` (a budget or a
+    regression), ``error`` (it could not run) or ``planned`` (``--dry-run``)."""
+
+    name: str
+    source: dict[str, Any]
+    analytic: dict[str, Any]
+    budget: dict[str, BudgetCheck]
+    verdict: ProfileVerdict
+    budget_pending: Optional[list[str]] = optional()
+    measured: Optional[Measurement] = optional()
+    standard_measured: Optional[Measurement] = optional()
+    speedup: Optional[Speedup] = optional()
+    why: Optional[str] = optional()
+    timed_s: Optional[float] = optional()
+    stages: Optional[list[dict[str, Any]]] = optional()
+    original: Optional[dict[str, Any]] = optional()
+    conversion: Optional[dict[str, Any]] = optional()
+    baseline: Optional[dict[str, Any]] = optional()
+    failures: Optional[list[str]] = optional()
+    error: Optional[str] = optional()
+
+
+# --------------------------------------------------------------------------- schema
+
+#: case shapes not (yet) built from dataclasses: kept as JSON Schema here
+_UNTYPED_DEFS: dict[str, Any] = {
+    "preset_case": {
+        "type": "object",
+        "required": ["name", "model", "totals", "stages"],
+        "properties": {
+            "model": {"type": "object", "required": ["name", "width", "resolution", "classes"]},
+            "totals": {"type": "object", "required": ["params", "macs", "flops", "bytes",
+                                                      "output_shape"]},
+            "stages": {"type": "array", "items": {
+                "type": "object", "required": ["stage", "blocks", "params", "macs"]}},
+            "layers": {"type": "array"},
+            "full_conv": {"type": "object", "required": ["totals"]},
+            "measured": {"$ref": "#/$defs/Measurement"},
+        },
+    },
+    "convert_case": {
+        "type": "object",
+        "required": ["name", "layers", "totals", "verification"],
+        "properties": {"layers": {"type": "array"}, "totals": {"type": "object"},
+                       "verification": {"type": "object"}},
+    },
+}
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of every report, generated from the result classes (needs pydantic,
+    which only this function and the config module import)."""
+    from pydantic import TypeAdapter
+
+    typed = Union[ComparedCase, ProfileCaseResult]
+    schema = TypeAdapter(list[typed]).json_schema(ref_template="#/$defs/{model}")
+    defs = schema.pop("$defs")
+    defs.update(_UNTYPED_DEFS)
+    defs["environment"] = {
+        "type": "object",
+        "properties": {
+            "device": {"type": "string"}, "device_name": {"type": "string"},
+            "torch": {"type": "string"}, "threads": {"type": "integer", "minimum": 1},
+            "dtype": {"type": "string"}, "tf32": {"type": "boolean"},
+            "calibration": {"type": "object"},
+        },
+    }
+    defs["case"] = {"anyOf": [{"$ref": "#/$defs/ComparedCase"},
+                              {"$ref": "#/$defs/ProfileCaseResult"},
+                              {"$ref": "#/$defs/preset_case"},
+                              {"$ref": "#/$defs/convert_case"}]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://dsconv.dev/report.schema.json",
+        "title": "dsconv report (schema_version 1)",
+        "description": "The envelope every dsconv command writes with --json / --format json "
+                       "/ --report *.json. Generated from dsconv_cli/results.py.",
+        "type": "object",
+        "required": ["schema_version", "tool", "cases"],
+        "properties": {
+            "schema_version": {"const": SCHEMA_VERSION},
+            "tool": {"type": "object", "required": ["name", "version"],
+                     "properties": {"name": {"const": "dsconv"},
+                                    "version": {"type": "string"}}},
+            "environment": {"$ref": "#/$defs/environment"},
+            "cases": {"type": "array", "items": {"$ref": "#/$defs/case"}},
+        },
+        "$defs": dict(sorted(defs.items())),
+    }

@@ -1,0 +1,216 @@
+"""``compare`` orchestration: layer cases and presets, analysed and measured."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from ..cases import LayerCase
+from ..cost import DTYPE_BYTES, cost_sequence
+from ..presets import Preset, full_conv
+from ..results import ComparedCase, Measurement, Side, Speedup
+from . import Hooks
+
+__all__ = ["MeasuredRun", "analyse_preset", "explain", "measure_layer", "measure_layers",
+           "measure_preset", "measure_preset_in"]
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """Measured cases, the environment they ran in, and why the run is not a success
+    (``"skipped"``: a case could not run; ``"interrupted"``: Ctrl-C) or ``None``."""
+
+    cases: list[ComparedCase]
+    environment: dict[str, Any]
+    failed: str | None = None
+
+
+def _session(opts: Any, recalibrate: bool, hooks: Hooks) -> Any:
+    from ..torch_backend.measure import open_session
+
+    return open_session(opts, recalibrate, on_status=hooks.status)
+
+
+def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
+                   hooks: Hooks = Hooks()) -> MeasuredRun:
+    """Measure every case; a case that cannot run is reported and the rest go on; Ctrl-C
+    keeps the cases measured so far."""
+    from ..torch_backend.measure import SkipCase
+
+    session = _session(opts, recalibrate, hooks)
+    done: list[ComparedCase] = []
+    failed: str | None = None
+    steps = sum(2 + len(getattr(c.candidate, "parts", ())) for c in cases)
+    try:
+        with hooks.progress(steps, "measuring") as advance:
+            for case in cases:
+                try:
+                    done.append(measure_layer(case, session, advance))
+                except SkipCase as e:
+                    hooks.warn(f"skipped {e}")
+                    done.append(dataclasses.replace(case.to_result(), skipped=str(e)))
+                    failed = "skipped"
+    except KeyboardInterrupt:
+        hooks.warn(f"interrupted: reporting the {len(done)} case(s) measured so far")
+        failed = "interrupted"
+    return MeasuredRun(done, session.environment, failed)
+
+
+def measure_layer(case: LayerCase, session: Any,
+                  advance: Any = None) -> ComparedCase:
+    """One layer case timed: the standard side, the candidate block and each of its parts."""
+    from ..torch_backend.build import build
+    from ..torch_backend.measure import SkipCase, check_memory, is_oom, measure_module
+
+    base = case.to_result()
+    std, cand = case.costs()
+    e = DTYPE_BYTES[session.options.dtype]
+    need = 3 * (std.params + std.peak_activation_elems + cand.params
+                + cand.peak_activation_elems) * e
+    check_memory(need, session, case.name)
+    targets = [("standard", case.standard, std), (cand.kind, case.candidate, cand)]
+    targets += [(name, part, cand.part(name)) for name, part in
+                getattr(case.candidate, "parts", ())]
+    timed: dict[str, tuple[Measurement, dict[str, Measurement] | None]] = {}
+    try:
+        for label, spec, c in targets:
+            if advance:
+                advance(f"{case.name}: {label}")
+            timed[label] = measure_module(partial(build, spec), c.input_shape, c, session)
+    except (RuntimeError, MemoryError) as err:
+        if is_oom(err):
+            raise SkipCase(f"{case.name}: out of memory on {session.device.type} "
+                           f"(estimate {need / 1e9:.2f} GB)") from None
+        raise
+    parts = ({name: side.timed(*timed[name]) for name, side in base.candidate.parts.items()}
+             if base.candidate.parts else None)
+    standard = base.standard.timed(*timed["standard"])
+    candidate = dataclasses.replace(base.candidate.timed(*timed[cand.kind]), parts=parts)
+    assert standard.measured and candidate.measured
+    speedup = Speedup(
+        measured=round(standard.measured.median_ms / candidate.measured.median_ms, 4),
+        theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format)
+    out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup)
+    warnings = _flags(out)
+    return dataclasses.replace(out, why=explain(out), warnings=warnings or None)
+
+
+def _measured_sides(case: ComparedCase) -> list[tuple[str, Side]]:
+    sides = [("standard", case.standard), (case.candidate.kind, case.candidate)]
+    sides += list((case.candidate.parts or {}).items())
+    return [(n, s) for n, s in sides if s.measured is not None]
+
+
+def _flags(case: ComparedCase) -> list[str]:
+    """Every measurement flag of the case, named."""
+    return [f"{name}: {s.measured.flag}" for name, s in _measured_sides(case)
+            if s.measured and s.measured.flag]
+
+
+def _noise(m: Measurement) -> float:
+    """Relative spread of a measurement's blocks (IQR over median)."""
+    return m.iqr_ms / m.median_ms if m.median_ms else 0.0
+
+
+def explain(case: ComparedCase) -> str:
+    """One line on why the measured speedup differs from the MAC reduction: the part that
+    took longest and why, the layout, the launch overhead; an implausible speedup (beyond
+    the theoretical one by more than the noise) is said to be one, not explained."""
+    sp = case.speedup
+    assert sp is not None and sp.measured is not None
+    std, cand = case.standard.measured, case.candidate.measured
+    assert std is not None and cand is not None
+    measured, theory = sp.measured, sp.theoretical or 0.0
+    noise = max(0.1, _noise(std) + _noise(cand))
+    if theory and measured > theory * (1 + noise):
+        return (f"measured {measured:.2f}x is above the theoretical {theory:.2f}x by more than "
+                f"the noise ({100 * noise:.0f}%): implausible, likely a noisy run; "
+                "re-run with a longer --min-time")
+    reasons = []
+    parts = [(n, s, s.measured) for n, s in (case.candidate.parts or {}).items()
+             if s.measured is not None]
+    if parts:
+        name, slow, m = max(parts, key=lambda p: p[2].median_ms)
+        share = m.median_ms / sum(pm.median_ms for _, _, pm in parts)
+        why = (f"memory-bound ({slow.arithmetic_intensity:.1f} FLOP/B)" if m.bound == "memory"
+               else f"compute-bound ({slow.arithmetic_intensity:.1f} FLOP/B)")
+        reasons.append(f"the {name} conv takes {100 * share:.0f}% of the block's time: {why}, "
+                       f"{m.gflops:.1f} GFLOP/s against {std.gflops:.1f} for the dense conv")
+        by_fmt = slow.measured_by_format
+        if by_fmt and len(by_fmt) > 1:
+            worst = max(by_fmt.values(), key=lambda x: x.median_ms)
+            ratio = worst.median_ms / m.median_ms
+            if ratio > 1.2:
+                reasons.append(f"layout: the {name} conv is {ratio:.1f}x faster in "
+                               f"{m.memory_format} than in {worst.memory_format}")
+        elif m.memory_format == "nchw":
+            reasons.append("layout: try --memory-format both (depthwise convs are often much "
+                           "faster channels_last)")
+    if cand.median_ms < 0.05:
+        reasons.append(f"launch overhead: the block takes only {cand.median_ms * 1e3:.0f} us, "
+                       "so per-call overhead weighs as much as the arithmetic")
+    if theory and abs(measured - theory) <= 0.2 * theory:
+        head = f"measured {measured:.2f}x is close to the theoretical {theory:.2f}x"
+        return head + ("; " + reasons[0] if reasons else "")
+    head = f"measured {measured:.2f}x vs theoretical {theory:.2f}x"
+    return head + (": " + "; ".join(reasons) if reasons else "")
+
+
+# --------------------------------------------------------------------------- presets
+
+def analyse_preset(preset: Preset, batch: int, dtype: str, per_layer: bool,
+                   vs_full_conv: bool) -> dict[str, Any]:
+    d = preset.to_dict(batch, dtype, per_layer)
+    if vs_full_conv:
+        fc = full_conv(preset).to_dict(batch, dtype)
+        d["full_conv"] = {"totals": fc["totals"], "stages": fc["stages"]}
+    return d
+
+
+def measure_preset(preset: Preset, batch: int, dtype: str, per_layer: bool,
+                   vs_full_conv: bool, opts: Any, recalibrate: bool,
+                   hooks: Hooks = Hooks()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The preset case with the whole network and each stage timed. Returns the case and
+    the environment."""
+    session = _session(opts, recalibrate, hooks)
+    with hooks.progress(1 + len(preset.stages), "measuring") as advance:
+        d = measure_preset_in(preset, batch, dtype, session, advance, per_layer, vs_full_conv)
+    return d, session.environment
+
+
+def measure_preset_in(preset: Preset, batch: int, dtype: str, session: Any,
+                      advance: Any = None, per_layer: bool = False,
+                      vs_full_conv: bool = False) -> dict[str, Any]:
+    """Time the whole network and each stage in an open session; each stage gets its share
+    of the summed stage times (stages are timed on their own)."""
+    from ..torch_backend.build import build_preset, build_sequence
+    from ..torch_backend.measure import check_memory, measure_module
+
+    d = analyse_preset(preset, batch, dtype, per_layer, vs_full_conv)
+    total = preset.cost(batch, dtype)
+    check_memory(3 * (total.params + total.peak_activation_elems) * DTYPE_BYTES[dtype],
+                 session, preset.name)
+    layer_costs = dict(total.parts)
+    if advance:
+        advance(f"{preset.name}: whole network")
+    whole, _ = measure_module(partial(build_preset, preset), total.input_shape, total, session)
+    stage_times: list[tuple[Measurement, dict[str, Measurement] | None]] = []
+    for st in d["stages"]:
+        layers = preset.stage_layers(st["stage"])
+        c = cost_sequence(layers, layer_costs[layers[0][0]].input_shape, DTYPE_BYTES[dtype])
+        if advance:
+            advance(f"{preset.name}: {st['stage']}")
+        stage_times.append(measure_module(partial(build_sequence, layers), c.input_shape,
+                                          c, session))
+    summed = sum(m.median_ms for m, _ in stage_times)
+    d["measured"] = whole
+    stages = []
+    for st, (m, by_fmt) in zip(d["stages"], stage_times, strict=True):
+        st = {**st, "measured": m.with_share(m.median_ms / summed)}
+        if by_fmt:
+            st["measured_by_format"] = by_fmt
+        stages.append(st)
+    d["stages"] = stages
+    return d

@@ -20,6 +20,7 @@ from .cost import Cost
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BlockStats",
     "BudgetCheck",
     "ComparedCase",
     "Measurement",
@@ -74,8 +75,9 @@ def envelope(cases: list[Any], environment: dict[str, Any] | None = None,
 # --------------------------------------------------------------------------- measurement
 
 @dataclass(frozen=True)
-class Measurement:
-    """One timed module in one layout: block statistics and its roofline context."""
+class BlockStats:
+    """Statistics of the per-call time over the timer's blocks (each block = ``calls/runs``
+    back-to-back calls)."""
 
     median_ms: float
     iqr_ms: float
@@ -86,6 +88,17 @@ class Measurement:
     runs: int
     calls: int
     memory_format: str
+
+    def rounded(self) -> dict[str, Any]:
+        """The fields, floats rounded to nanoseconds."""
+        return {f.name: round(v, 6) if isinstance(v, float) else v
+                for f in dataclasses.fields(BlockStats) for v in [getattr(self, f.name)]}
+
+
+@dataclass(frozen=True)
+class Measurement(BlockStats):
+    """One timed module in one layout: block statistics and its roofline context."""
+
     gflops: float
     gbps: float
     bound_ms: float

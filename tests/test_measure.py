@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from dsconv_cli.cli import app
+from dsconv_cli.results import BlockStats
 from dsconv_cli.services import compare as compare_service
 from dsconv_cli.torch_backend.timing import (
     Calibration,
-    Timing,
     load_calibration,
     roofline,
     time_call,
@@ -37,8 +37,8 @@ def test_time_call_statistics_are_sane() -> None:
     assert t.iqr_ms == pytest.approx(t.q3_ms - t.q1_ms)
 
 
-def _timing(ms: float) -> Timing:
-    return Timing(ms, 0.0, ms, ms, ms, ms, 5, 5, "nchw")
+def _timing(ms: float) -> BlockStats:
+    return BlockStats(ms, 0.0, ms, ms, ms, ms, 5, 5, "nchw")
 
 
 def test_roofline_bound_and_flag() -> None:

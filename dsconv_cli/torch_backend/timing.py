@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,11 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 from ..errors import InputError
-from ..results import Measurement
+from ..results import BlockStats, Measurement
 
 __all__ = [
     "Calibration",
     "MeasureOptions",
-    "Timing",
     "calibrate",
     "environment",
     "load_calibration",
@@ -50,25 +49,6 @@ class MeasureOptions:
     min_time: float = 0.2
     warmup: int = 3
     runtime: str = "eager"
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Statistics of the per-call time over all samples (each sample = ``calls/runs``
-    back-to-back calls)."""
-
-    median_ms: float
-    iqr_ms: float
-    q1_ms: float
-    q3_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-    calls: int
-    memory_format: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,7 +96,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, warmup: int,
-              threads: int | None, memory_format: str = "nchw", min_runs: int = 5) -> Timing:
+              threads: int | None, memory_format: str = "nchw", min_runs: int = 5) -> BlockStats:
     """Time ``fn()`` in inference mode with ``Timer.blocked_autorange``: our warm-up calls,
     then Timer's block sizing (which warms up too) and blocks until ``min_time`` seconds;
     at least ``min_runs`` blocks, for a real median and IQR over the raw block times."""
@@ -132,7 +112,7 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, w
         while len(samples) < min_runs:
             samples.append(timer.timeit(number).raw_times[0] / number)
     q = statistics.quantiles(samples, n=4, method="inclusive")
-    return Timing(
+    return BlockStats(
         median_ms=statistics.median(samples) * 1e3, iqr_ms=(q[2] - q[0]) * 1e3,
         q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
         min_ms=min(samples) * 1e3, max_ms=max(samples) * 1e3, runs=len(samples),
@@ -275,7 +255,7 @@ def load_calibration(device: torch.device, dtype: str, threads: int | None,
     return cal
 
 
-def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> Measurement:
+def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration) -> Measurement:
     """Achieved rates and the roofline bound for one measured layer.
 
     bound = max(FLOPs / peak, bytes / bandwidth at this working set); the fraction
@@ -294,7 +274,7 @@ def roofline(flops: int, bytes_moved: int, timing: Timing, cal: Calibration) -> 
             "data stayed in cache between calls" if memory_ms >= compute_ms
             else "the conv kernel beats the calibration matmul"))
     return Measurement(
-        **timing.to_dict(),
+        **timing.rounded(),
         gflops=round(flops / sec / 1e9, 3) if sec else 0.0,
         gbps=round(bytes_moved / sec / 1e9, 3) if sec else 0.0,
         bound_ms=round(bound, 6),

@@ -11,6 +11,7 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .cost import cost
@@ -159,3 +160,8 @@ def plan_layer_dict(d: Decision) -> dict[str, Any]:
 def plan_document(decisions: Sequence[Decision], source: str) -> dict[str, Any]:
     return {"plan_version": PLAN_VERSION, "tool": "dsconv", "source": source,
             "layers": [plan_layer_dict(d) for d in decisions if d.convert]}
+
+
+def plan_path(output: Path) -> Path:
+    """Where a converted state_dict's plan goes: beside it, ``NAME.plan.json``."""
+    return output.with_name(output.name + ".plan.json")

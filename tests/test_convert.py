@@ -363,7 +363,7 @@ def test_bad_arguments_exit_2(sd_file: Path, tmp_path: Path, args: list[str],
 def test_output_rules(sd_file: Path, tmp_path: Path) -> None:
     arch = ["--arch", "tests.models:small_resnet"]
     r = run(sd_file, "-o", sd_file, *arch, "--force")
-    assert r.exit_code == 2 and "input file" in r.stderr
+    assert r.exit_code == 2 and "is also the input" in r.stderr
     r = run(sd_file, "-o", tmp_path / "missing" / "o.pt", *arch)
     assert r.exit_code == 2 and "does not exist" in r.stderr
     existing = tmp_path / "o.pt"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,20 +41,51 @@ def warn(message: str) -> None:
     print(f"Warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI timeouts send), handled like Ctrl-C: work stops, temp files go."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def handle_errors(fn: F) -> F:
-    """Turn dsconv errors into one stderr line and their exit code; Ctrl-C into 130."""
+    """The one error path of every command.
+
+    - a dsconv error (bad input: exit 2; the environment failed: exit 1) -> one line;
+    - Ctrl-C -> exit 130, SIGTERM -> exit 143, after the command has cleaned up;
+    - anything else is a bug in dsconv: exit 1, "please report", the traceback with --debug.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        old = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return fn(*args, **kwargs)
         except DsconvError as e:
             if STATE.debug:
                 raise
             raise fail(str(e), e.exit_code, e.hint) from None
+        except Terminated:
+            print("Terminated.", file=sys.stderr)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as e:
+            if STATE.debug:
+                raise
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise fail(f"internal error in dsconv: {type(e).__name__}: {first}", 1,
+                       hint="this is a bug: please report it with the command line; "
+                       "--debug shows the traceback") from None
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,15 +115,29 @@ def status(message: str) -> None:
 
 def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]:
     """Validate --report paths before any work is done."""
+    from ..atomic import check_writable
+
     out = []
     for p in reports or []:
         fmt = format_from_path(str(p))
-        if fmt is None:
+        if fmt is None or not RENDERERS[fmt].file_ok:
             raise InputError(f"--report {p}: unknown extension; use .json, .csv or .md")
-        if not p.parent.exists():
-            raise InputError(f"--report {p}: folder {p.parent} does not exist")
+        check_writable(p, "--report", overwrite=True)
         out.append((p, fmt))
     return out
+
+
+def check_distinct(outputs: list[tuple[str, Path]], inputs: list[tuple[str, Path]]) -> None:
+    """No two outputs of one run, and no output and input, may be the same file."""
+    seen: dict[str, str] = {}
+    for label, p in inputs:
+        seen[os.path.realpath(p)] = f"the input {label} {p}"
+    for label, p in outputs:
+        key = os.path.realpath(p)
+        if key in seen:
+            raise InputError(f"{label} {p}: is also {seen[key]}; give each output its own "
+                             "file")
+        seen[key] = f"{label} {p}"
 
 
 def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,

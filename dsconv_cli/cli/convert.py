@@ -4,6 +4,7 @@ separable pairs initialised from the original weights, verify, and write atomica
 from __future__ import annotations
 
 import json
+import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,7 @@ import typer
 from ..errors import InputError
 from ..render import OutputFormat, convert_view
 from ..results import envelope
-from .common import check_reports, emit, handle_errors, status, warn
+from .common import check_distinct, check_reports, emit, handle_errors, status, warn
 from .options import FormatOpt, JsonOpt, ReportOpt
 
 if TYPE_CHECKING:
@@ -98,9 +99,10 @@ def convert(
     plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
                          max_error, allow_larger)
     kwargs = _arch_kwargs(arch_kwargs)
-    _check_output(model, output, dry_run, force)
+    _check_output(model, output, dry_run, force, reports)
 
-    from ..atomic import write_all_atomic
+    from ..atomic import check_writable, write_all_atomic
+    from ..plan import plan_path
     from ..torch_backend.convert import ConvertOptions, convert_model, serialise
     from ..torch_backend.loading import load_model, parse_input_shape
 
@@ -111,6 +113,8 @@ def convert(
     t_load = time.perf_counter() - t0
     for note in loaded.notes:
         status(f"note: {note}")
+    if loaded.kind == "state_dict" and output is not None and not dry_run:
+        check_writable(plan_path(output), "--output's plan", overwrite=force)
     decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
     rep["timing_s"]["load"] = round(t_load, 4)
     converted = rep["totals"]["converted"]
@@ -123,7 +127,7 @@ def convert(
         assert output is not None
         t1 = time.perf_counter()
         files = serialise(loaded, decisions, output)
-        write_all_atomic(files)
+        write_all_atomic(files, overwrite=force)
         rep["timing_s"]["write"] = round(time.perf_counter() - t1, 4)
         written = [str(p) for p, _ in files]
         rep["output_note"] = "wrote " + ", ".join(written)
@@ -176,18 +180,23 @@ def _arch_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _check_output(model: Path, output: Path | None, dry_run: bool, force: bool) -> None:
+def _check_output(model: Path, output: Path | None, dry_run: bool, force: bool,
+                  reports: list[tuple[Path, Any]]) -> None:
+    """Every output checked before any work: writable, not a special file, not the input,
+    not another output of this run, not existing without --force."""
+    from ..atomic import check_writable
+    from ..plan import plan_path
+
+    outputs = [("--report", p) for p, _ in reports]
     if output is None:
         if not dry_run:
             raise InputError("Missing option '--output' / '-o'", hint="or use --dry-run")
+    else:
+        outputs += [("--output", output), ("--output's plan", plan_path(output))]
+    check_distinct(outputs, [("MODEL", model)])
+    if output is None or dry_run:
         return
-    if output.exists() and model.exists() and output.resolve() == model.resolve():
-        raise InputError(f"--output {output}: is the input file; write somewhere else")
-    if dry_run:
-        return
-    if not output.parent.exists():
-        raise InputError(f"--output {output}: folder {output.parent} does not exist")
-    if output.is_dir():
-        raise InputError(f"--output {output}: is a folder")
-    if output.exists() and not force:
-        raise InputError(f"--output {output}: exists; pass --force to overwrite it")
+    check_writable(output, "--output", overwrite=force)
+    plan = plan_path(output)
+    if os.path.lexists(plan) and not plan.is_file():
+        check_writable(plan, "--output's plan", overwrite=True)

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..gate import DEFAULT_REGRESSION_THRESHOLD, env_mismatch
 from ..render import OutputFormat, profile_view, render_text
 from ..results import envelope
-from .common import HOOKS, check_reports, emit, handle_errors, warn
+from .common import HOOKS, check_distinct, check_reports, emit, handle_errors, warn
 from .options import FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt
 
 GATE = "Gating"
@@ -67,9 +67,15 @@ def profile(
     reports = check_reports(report)
     if regression_threshold <= 0:
         raise InputError(f"--regression-threshold must be > 0, got {regression_threshold}")
-    for p in (save_baseline, plot):
-        if p is not None and not p.parent.exists():
-            raise InputError(f"{p}: folder {p.parent} does not exist")
+    from ..atomic import check_writable
+
+    outputs = [("--report", p) for p, _ in reports]
+    for label, p in (("--save-baseline", save_baseline), ("--plot", plot)):
+        if p is not None:
+            check_writable(p, label, overwrite=True)
+            outputs.append((label, p))
+    check_distinct(outputs, [("CONFIG", config)]
+                   + ([("--baseline", baseline)] if baseline else []))
     if plot is not None:
         _check_matplotlib()
     cfg = load_config(config)

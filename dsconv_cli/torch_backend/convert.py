@@ -14,9 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..plan import ConvFacts, Decision, PlanOptions, decide, eligibility, plan_document
-from .loading import Loaded
+from ..plan import (
+    ConvFacts,
+    Decision,
+    PlanOptions,
+    decide,
+    eligibility,
+    plan_document,
+    plan_path,
+)
+from .loading import Loaded, forward_once
 
 __all__ = [
     "ConvertOptions",
@@ -132,36 +139,11 @@ def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int
     hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
              if isinstance(m, nn.Conv2d)]
     try:
-        x, y = _forward(model, shape, seed)
+        x, y = forward_once(model, shape, seed)
     finally:
         for h in hooks:
             h.remove()
     return shapes, x, y
-
-
-def _forward(model: nn.Module, shape: tuple[int, ...], seed: int,
-             x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    p = next(iter(model.parameters()), None)
-    dev = p.device if p is not None else torch.device("cpu")
-    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
-    if x is None:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(*shape, generator=g).to(dev, dt)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            y = model(x)
-    except Exception as e:
-        raise InputError(f"--input-shape {','.join(map(str, shape))}: the forward pass "
-                         f"failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    if not isinstance(y, torch.Tensor):
-        y = next(t for t in (y.values() if isinstance(y, Mapping) else y)
-                 if isinstance(t, torch.Tensor))
-    return x, y
 
 
 @dataclass(frozen=True)
@@ -205,7 +187,7 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     verification: dict[str, Any] = {"verified": False,
                                     "note": "output not verified: no --input-shape"}
     if o.input_shape is not None and x is not None and y_before is not None:
-        _, y_after = _forward(model, o.input_shape, o.seed, x)
+        _, y_after = forward_once(model, o.input_shape, o.seed, x)
         diff = (y_after.double() - y_before.double())
         ref = float(y_before.double().norm())
         verification = {
@@ -269,10 +251,6 @@ def serialise(loaded: Loaded, decisions: list[Decision], output: Path
     plan = plan_document(decisions, loaded.source)
     return [(output, buf.getvalue()),
             (plan_path(output), json.dumps(plan, indent=2) + "\n")]
-
-
-def plan_path(output: Path) -> Path:
-    return output.with_name(output.name + ".plan.json")
 
 
 def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Module:

@@ -8,7 +8,8 @@ from typing import Any
 from torch import nn
 
 from ..cost import Cost
-from .convert import _facts, _forward
+from .convert import _facts
+from .loading import forward_once
 
 __all__ = ["model_cost"]
 
@@ -34,7 +35,7 @@ def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -
     hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
-        x, y = _forward(model, shape, 0)
+        x, y = forward_once(model, shape, 0)
     finally:
         for h in hooks:
             h.remove()

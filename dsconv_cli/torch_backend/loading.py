@@ -3,13 +3,15 @@ checkpoints rebuilt with ``--arch``, every failure an ``InputError`` naming the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
 import pickle
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import BackendError, InputError
 from ..presets import PRESETS, get_preset
 from .build import build_preset
+from .timing import is_oom
 
-__all__ = ["Loaded", "load_model", "parse_input_shape"]
+__all__ = ["Loaded", "forward_once", "load_model", "parse_input_shape", "resolve_arch"]
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 PREFIXES = ("module.", "model.")
@@ -64,11 +67,7 @@ def _check_file(path: Path) -> None:
 
 def _torch_load(path: Path, map_location: str, trust_pickle: bool,
                 warn: Callable[[str], None]) -> Any:
-    try:
-        location = torch.device(map_location)
-    except RuntimeError:
-        raise InputError(f"--map-location {map_location!r}: not a torch device "
-                         "(e.g. cpu, cuda, cuda:1)") from None
+    location = _map_location(map_location)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notes etc.: the outcome is what counts
@@ -85,16 +84,43 @@ def _torch_load(path: Path, map_location: str, trust_pickle: bool,
                 "them runs code from the file", hint="pass --trust-pickle only if you trust "
                 "the file, or save and convert a state_dict with --arch") from None
     except Exception as e:  # whatever a malformed file makes the unpickler raise
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not a readable torch file (truncated or corrupt?): "
-                         f"{first}") from None
+        raise _load_error(path, e) from None
     warn(f"--trust-pickle: unpickling {path} runs code from the file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=location, weights_only=False)
-    except Exception as e:  # the file's own code failed: still the user's input
-        raise InputError(f"{path}: unpickling failed: {type(e).__name__}: {e}") from None
+    except (Exception, SystemExit) as e:  # the file's own code failed: still the user's input
+        if is_oom(e):
+            raise _load_error(path, e) from None
+        raise InputError(f"{path}: unpickling failed: {type(e).__name__}: {e}") from e
+
+
+def _map_location(text: str) -> torch.device:
+    try:
+        location = torch.device(text)
+    except RuntimeError:
+        raise InputError(f"--map-location {text!r}: not a torch device "
+                         "(e.g. cpu, cuda, cuda:1)") from None
+    if location.type == "meta":
+        raise InputError(f"--map-location {text!r}: meta tensors hold no weights to convert "
+                         "or time", hint="use cpu")
+    if location.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--map-location {text!r}: CUDA is not available on this machine",
+                         hint="use cpu")
+    return location
+
+
+def _load_error(path: Path, e: BaseException) -> Exception:
+    """What a failed ``torch.load`` means: memory (the environment, exit 1), or a file
+    that is not a complete torch file (the input, exit 2)."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if is_oom(e):
+        return BackendError(f"{path}: out of memory while loading it: {first}")
+    if isinstance(e, (EOFError, zipfile.BadZipFile)) or "central directory" in first or (
+            "failed finding" in first) or "truncated" in first.lower():
+        return InputError(f"{path}: truncated or corrupt torch file: {first}")
+    return InputError(f"{path}: not a readable torch file: {type(e).__name__}: {first}")
 
 
 def _arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -107,6 +133,34 @@ def _arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     if ":" not in spec:
         raise InputError(f"--arch {spec!r}: expected package.module:callable, "
                          f"path/file.py:callable or a preset ({', '.join(PRESETS)})")
+    fn = resolve_arch(spec)
+    try:
+        model = fn(**kwargs)
+    except (Exception, SystemExit) as e:  # user code never decides dsconv's exit code
+        raise InputError(f"--arch {spec!r}: calling it failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise InputError(f"--arch {spec!r}: returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+@contextlib.contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """The current folder importable for one import, as with ``python -m``; ``sys.path``
+    is restored afterwards."""
+    added = "" not in sys.path and "." not in sys.path
+    if added:
+        sys.path.insert(0, "")
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove("")
+
+
+def resolve_arch(spec: str) -> Callable[..., Any]:
+    """Import ``package.module:callable`` or ``file.py:callable`` and check it is an
+    ``nn.Module`` subclass or a plain Python function before anything calls it."""
     target, _, attr = spec.rpartition(":")
     try:
         if target.endswith(".py") or "/" in target:
@@ -118,21 +172,17 @@ def _arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
-            if "" not in sys.path and "." not in sys.path:
-                sys.path.insert(0, "")  # the current folder is importable, as with python -m
-            module = importlib.import_module(target)
+            with _cwd_importable():
+                module = importlib.import_module(target)
         fn = getattr(module, attr)
     except InputError:
         raise
-    except Exception as e:
-        raise InputError(f"--arch {spec!r}: cannot import it: {type(e).__name__}: {e}") from None
-    try:
-        model = fn(**kwargs)
-    except Exception as e:
-        raise InputError(f"--arch {spec!r}: calling it failed: {type(e).__name__}: {e}") from None
-    if not isinstance(model, nn.Module):
-        raise InputError(f"--arch {spec!r}: returned {type(model).__name__}, not an nn.Module")
-    return model
+    except (Exception, SystemExit) as e:
+        raise InputError(f"--arch {spec!r}: cannot import it: {type(e).__name__}: {e}") from e
+    if not (inspect.isfunction(fn) or (inspect.isclass(fn) and issubclass(fn, nn.Module))):
+        raise InputError(f"--arch {spec!r}: {type(fn).__name__} {attr!r} is not an nn.Module "
+                         "class or a Python function; dsconv calls only those")
+    return fn
 
 
 def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str) -> str | None:
@@ -200,6 +250,61 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
     stripped = _load_state_dict(model, obj, arch)
     notes = [f"stripped key prefix {stripped!r}"] if stripped else []
     return Loaded(model, "state_dict", str(path), notes)
+
+
+def forward_once(model: nn.Module, shape: tuple[int, ...], seed: int,
+                 x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One eval-mode forward on a seeded random input (or ``x``); the modules' train/eval
+    modes are restored. A failure names the innermost module it happened in: out of
+    memory is the environment (exit 1), anything else the input (exit 2)."""
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    if x is None:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(*shape, generator=g).to(dev, dt)
+    modes = {m: m.training for m in model.modules()}
+    stack: list[str] = []
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        stack.append(names.get(id(mod), type(mod).__name__))
+
+    def post(mod: nn.Module, args: Any, out: Any) -> None:
+        if stack:
+            stack.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
+                                                    m.register_forward_hook(post))]
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except (Exception, SystemExit) as e:
+        where = ""
+        if stack:
+            kind = type(model.get_submodule(stack[-1])).__name__
+            where = f" in {stack[-1] or 'the model'} ({kind})"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if is_oom(e):
+            raise BackendError(f"out of memory running the model on input "
+                               f"{','.join(map(str, shape))}{where}: {first}") from e
+        raise InputError(f"--input-shape {','.join(map(str, shape))}: the forward pass "
+                         f"failed{where}: {type(e).__name__}: {first}") from e
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    if not isinstance(y, torch.Tensor):
+        items = y.values() if isinstance(y, Mapping) else (
+            y if isinstance(y, (list, tuple)) else ())
+        t = next((v for v in items if isinstance(v, torch.Tensor)), None)
+        if t is None:
+            raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor "
+                             "(or a tuple, list or dict holding one)")
+        y = t
+    return x, y
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

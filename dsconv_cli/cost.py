@@ -37,7 +37,6 @@ from .specs import (
 )
 
 __all__ = [
-    "COUNTING_RULES",
     "DTYPE_BYTES",
     "Cost",
     "closed_form_ratio",
@@ -50,14 +49,6 @@ __all__ = [
 Shape = tuple[int, ...]
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
-
-COUNTING_RULES = (
-    "MACs = multiply-accumulates of conv/linear layers (bias excluded); FLOPs = 2 x MACs; "
-    "params = all learnable tensors (incl. bias, BN); bias/BN/activation/pool/scale/residual "
-    "work counted as elementwise ops; per forward of the whole batch; bytes = inference "
-    "memory traffic (BN folded, activations fused)."
-)
-
 
 def flops(macs: int) -> int:
     """FLOPs from MACs: one multiply-accumulate is two floating-point operations."""
@@ -159,6 +150,9 @@ def _conv(spec: ConvSpec, shape: Shape, e: int) -> Cost:
     kh, kw = spec.kernel
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     if spec.padding == "same":
+        if (sh, sw) != (1, 1):
+            raise FieldError("padding", f"'same' needs stride 1 (as in PyTorch), got stride "
+                             f"{sh}x{sw}")
         ph, pw = dh * (kh - 1), dw * (kw - 1)
     else:
         ph, pw = 2 * spec.padding[0], 2 * spec.padding[1]

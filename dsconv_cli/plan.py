@@ -80,10 +80,16 @@ class Decision:
     params_after: int | None = None
     macs_before: int | None = None
     macs_after: int | None = None
+    #: something the user should know about a converted layer (a capped rank)
+    note: str | None = None
 
 
 def _params(spec: Any) -> int:
-    return cost(spec, (1, spec.in_channels, 64, 64)).params  # params do not depend on size
+    """Params do not depend on the input size: price the spec on an input just big enough
+    for its dilated kernel (a fixed size would refuse a legal large-dilation conv)."""
+    kh, kw = spec.kernel
+    dh, dw = spec.dilation
+    return cost(spec, (1, spec.in_channels, dh * (kh - 1) + 1, dw * (kw - 1) + 1)).params
 
 
 def _macs(spec: Any, shape: tuple[int, ...] | None) -> int | None:
@@ -128,6 +134,11 @@ def decide(f: ConvFacts, o: PlanOptions) -> Decision:
     if why:
         return Decision(f, False, why, params_before=before, macs_before=macs_before)
     m = choose_rank(f, o)
+    note = None
+    if m > f.max_rank:
+        note = (f"depth multiplier {m} is above this kernel's rank {f.max_rank}: capped at "
+                f"{f.max_rank}, which is already exact")
+        m = f.max_rank
     ds = f.separable(m)
     after = _params(ds)
     energy = err = None
@@ -142,7 +153,7 @@ def decide(f: ConvFacts, o: PlanOptions) -> Decision:
         reason = f"weight error {err:.3f} > --max-error {o.max_error}"
     return Decision(f, reason == "converted", reason, rank=m, energy=energy, weight_error=err,
                     params_before=before, params_after=after, macs_before=macs_before,
-                    macs_after=_macs(ds, f.input_shape))
+                    macs_after=_macs(ds, f.input_shape), note=note)
 
 
 def plan_layer_dict(d: Decision) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .cost import DTYPE_BYTES, Cost, cost_sequence
+from .cost import DTYPE_BYTES, Cost, cost_sequence, flops
 from .errors import FieldError
 from .specs import (
     ConvSpec,
@@ -71,7 +71,7 @@ class Preset:
             params, macs = sum(c.params for c in cs), sum(c.macs for c in cs)
             stages.append({
                 "stage": st, "blocks": len(names), "output_shape": list(cs[-1].output_shape),
-                "params": params, "macs": macs, "flops": 2 * macs,
+                "params": params, "macs": macs, "flops": flops(macs),
                 "bytes": sum(c.bytes for c in cs),
                 "share_macs": round(macs / total.macs, 4) if total.macs else 0.0,
                 "share_params": round(params / total.params, 4) if total.params else 0.0,
@@ -251,8 +251,10 @@ def full_conv(p: Preset) -> Preset:
     the same in/out channels, kernel and stride (as the MobileNetV1 paper compares).
 
     In an inverted residual the pair is the depthwise conv and the projection after it:
-    they become one dense KxK conv (expanded -> out); the expansion and any SE stay, and
-    the block keeps its residual add (elementwise only)."""
+    they become one dense KxK conv (expanded -> out); the expansion and any SE stay. The
+    variant is a plain sequence of layers, so a block's residual add is not in it: the
+    full-conv totals leave out that add's elementwise ops and its bytes (MACs and params
+    are unaffected; an add has neither)."""
     layers: list[Layer] = []
     for la in p.layers:
         s = la.spec

@@ -42,7 +42,7 @@ def profile(
         help="Write this run's JSON report here, as the next baseline.",
         rich_help_panel=GATE, dir_okay=False)] = None,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Draw theoretical vs measured speedup per case (PNG; needs dsconv[plot]).",
+        help="Draw theoretical vs measured speedup per case (PNG; needs dsconv\\[plot]).",
         dir_okay=False)] = None,
     recalibrate: RecalibrateOpt = False,
     schema: Annotated[bool, typer.Option(

@@ -74,7 +74,7 @@ class CsvRenderer:
             if i:
                 out.write("\n")
             w.writerow(["table", *t.columns])
-            w.writerows([t.title, *r] for r in t.rows)
+            w.writerows([t.title, *(getattr(c, "raw", c) for c in r)] for r in t.rows)
 
 
 class MarkdownRenderer:
@@ -161,7 +161,8 @@ def _rich_table(t: Table) -> Any:
 
     rt = RichTable(title=Text(t.title, style="bold"), box=box.SIMPLE_HEAVY, title_justify="left")
     for i, c in enumerate(t.columns):
-        rt.add_column(c, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        # fold, never ellipsis: a narrow terminal wraps a number, it never cuts one off
+        rt.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     for i, row in enumerate(t.rows):
         rt.add_row(*(Text(c) for c in row), style=t.styles[i] if i < len(t.styles) else None)
     return rt

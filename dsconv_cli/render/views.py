@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["COUNTING_NOTE", "Table", "View", "compare_view", "convert_view", "fmt_bytes",
+__all__ = ["COUNTING_NOTE", "Cell", "Table", "View", "compare_view", "convert_view", "fmt_bytes",
            "fmt_int", "preset_view", "profile_view"]
 
 
@@ -26,21 +26,32 @@ class Table:
 View = Callable[[dict[str, Any]], list[Table]]
 
 
+class Cell(str):
+    """A table cell: the text a person reads, and the raw number CSV writes."""
+
+    raw: int | float | None
+
+    def __new__(cls, text: str, raw: int | float | None) -> Cell:
+        cell = super().__new__(cls, text)
+        cell.raw = raw
+        return cell
+
+
 def fmt_int(n: int | float | None) -> str:
     if n is None:
         return "-"
-    return f"{int(n):,}"
+    return Cell(f"{int(n):,}", int(n))
 
 
 def fmt_bytes(n: int | float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
+            return Cell(f"{n / scale:.2f} {unit}", int(n))
+    return Cell(f"{int(n)} B", int(n))
 
 
 def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
+    return "-" if x is None else Cell(f"{x:.2f}x", round(x, 4))
 
 
 def fmt_shape(s: Iterable[int]) -> str:
@@ -75,8 +86,10 @@ def _describe(inp: dict[str, Any]) -> str:
 
 
 COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias excluded); "
-                 "FLOPs = 2 x MACs; params include bias and BN; bytes = inference memory "
-                 "traffic (BN folded, activations fused); per forward of the whole batch.")
+                 "FLOPs = 2 x MACs; bias adds, BN, activations, pooling, residual adds and "
+                 "SE/ECA scaling are elementwise ops, counted apart; params include bias and "
+                 "BN; bytes = inference memory traffic (BN folded, activations fused); per "
+                 "forward of the whole batch.")
 
 
 def _compare_single(case: dict[str, Any], measured: bool) -> Table:
@@ -104,8 +117,11 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
                    f"MACs {fmt_ratio(red['macs'])}")
     th = case.get("theory")
     if th:
-        t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> "
-                       f"{th['reduction']:.2f}x fewer params and MACs")
+        red_th = th["reduction"]
+        change = (f"{red_th:.2f}x fewer params and MACs" if red_th > 1.0005 else
+                  f"{1 / red_th:.2f}x more params and MACs (the DS form is larger)"
+                  if red_th < 0.9995 else "the same params and MACs")
+        t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> {change}")
     sp = case.get("speedup")
     if sp:
         t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])} (theoretical "
@@ -150,7 +166,7 @@ def compare_view(env: dict[str, Any]) -> list[Table]:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return "-" if x is None else Cell(f"{100 * x:.1f}%", x)
 
 
 def preset_view(env: dict[str, Any]) -> list[Table]:
@@ -211,7 +227,7 @@ def _pair(v: list[int] | None) -> str:
 
 
 def _f(x: float | None, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
+    return "-" if x is None else Cell(format(x, spec), x)
 
 
 def convert_view(env: dict[str, Any]) -> list[Table]:
@@ -233,6 +249,8 @@ def convert_view(env: dict[str, Any]) -> list[Table]:
                 la["status"] if la["status"] == "converted" else f"skipped: {la['reason']}",
             ])
             t.styles.append(None if la["status"] == "converted" else "dim")
+            if la.get("note"):
+                t.notes.append(f"{la['name']}: {la['note']}")
         tot = case["totals"]
         if tot["converted"] == 0:
             t.notes.append("No eligible layer: the model is unchanged.")

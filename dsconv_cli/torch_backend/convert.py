@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..plan import (
+    PLAN_VERSION,
     ConvFacts,
     Decision,
     PlanOptions,
@@ -217,6 +218,7 @@ def _row(d: Decision, actual_error: float | None) -> dict[str, Any]:
         "rank": d.rank, "max_rank": f.max_rank, "energy": d.energy,
         "weight_error": actual_error if actual_error is not None else d.weight_error,
         "status": "converted" if d.convert else "skipped", "reason": d.reason,
+        "note": d.note,
     }
 
 
@@ -258,6 +260,12 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Mod
     the converted state_dict loads: ``apply_plan(arch(), plan); model.load_state_dict(sd)``."""
     doc: Mapping[str, Any] = (plan if isinstance(plan, Mapping)
                               else json.loads(Path(plan).read_text()))
+    version = doc.get("plan_version")
+    if version != PLAN_VERSION:
+        raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
+                         f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)"
+                                              if isinstance(version, int) and version > PLAN_VERSION
+                                              else ""))
     replacements: dict[int, nn.Module] = {}
     for entry in doc["layers"]:
         conv = model.get_submodule(entry["name"])

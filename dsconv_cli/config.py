@@ -25,7 +25,7 @@ from .kinds import kind_names
 from .specs import ACTIVATIONS
 from .suite import SOURCE_METRICS, source_of
 
-__all__ = ["Budget", "Config", "json_schema", "load_config"]
+__all__ = ["Budget", "Config", "check_trust", "json_schema", "load_config"]
 
 StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 PosInt = Annotated[int, Field(gt=0)]
@@ -309,6 +309,27 @@ def _check_budgets(cfg: Config) -> None:
                 raise cfg.error(f"a {src.replace('+', ' with ')} case has no {metric} (it "
                                 f"allows {', '.join(sorted(SOURCE_METRICS[src]))})",
                                 ("cases", i, "budget", metric))
+
+
+def check_trust(cfg: Config, *, trust_pickle: bool, trust_code: bool) -> None:
+    """Trust comes from the command line, never from the file: a case's ``trust_pickle:
+    true`` needs ``--trust-pickle``, and an ``arch`` that names code needs ``--trust-code``
+    (a config from a pull request must not run code by itself)."""
+    from .presets import PRESETS
+
+    for i, c in enumerate(cfg.cases):
+        m = c.model
+        if m is None:
+            continue
+        if m.trust_pickle and not trust_pickle:
+            raise cfg.error(f"case {c.name!r} sets trust_pickle: true, which lets its model "
+                            "file run code; a config cannot grant that itself",
+                            ("cases", i, "model", "trust_pickle"),
+                            hint="pass --trust-pickle on the command line if you trust it")
+        if m.arch is not None and m.arch not in PRESETS and not trust_code:
+            raise cfg.error(f"case {c.name!r} names code to run (arch: {m.arch!r}); a config "
+                            "cannot grant that itself", ("cases", i, "model", "arch"),
+                            hint="pass --trust-code on the command line if you trust it")
 
 
 def model_path(cfg: Config, m: ModelCfg) -> Path:

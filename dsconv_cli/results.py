@@ -166,6 +166,8 @@ class Speedup:
     measured: Optional[float]
     theoretical: Optional[float]
     memory_format: Optional[str] = optional()
+    #: why the measured figure cannot be taken at face value (above theory beyond noise)
+    flag: Optional[str] = optional()
 
 
 @dataclass(frozen=True)

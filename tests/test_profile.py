@@ -52,7 +52,7 @@ def profile(*args: Any) -> Any:
 
 @pytest.mark.parametrize("name", [p.name for p in CONFIGS])
 def test_every_shipped_config_loads_and_dry_runs(configs: Path, name: str) -> None:
-    r = profile(configs / name, "--dry-run", "--json")
+    r = profile(configs / name, "--dry-run", "--json", "--trust-code")
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     validate_report(data)
@@ -67,7 +67,7 @@ def test_shipped_configs_cover_the_issue() -> None:
 def test_dry_run_never_imports_torch(configs: Path) -> None:
     code = ("import sys; from typer.testing import CliRunner; from dsconv_cli.cli import app;"
             f"r = CliRunner().invoke(app, ['profile', {str(configs / 'model-conversion.yaml')!r},"
-            "'--dry-run']);"
+            "'--dry-run', '--trust-code']);"
             "print(r.exit_code, any(m.startswith('torch') for m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
@@ -81,26 +81,37 @@ def test_smoke_config_really_runs(configs: Path, tmp_path: Path,
     rj, rm = tmp_path / "out.json", tmp_path / "out.md"
     r = profile(configs / "smoke.yaml", "--report", rj, "--report", rm, "--save-baseline",
                 tmp_path / "base.json")
-    assert r.exit_code == 0, r.stdout + r.stderr
-    assert "3 of 3 case(s) passed" in r.stdout
+    # structure, not speed: only a timing budget may fail on a loaded machine
     data = json.loads(rj.read_text())
     validate_report(data)
-    assert data["summary"] == {"cases": 3, "failed": 0, "passed": 3}
+    failures = [f for c in data["cases"] for f in c.get("failures", [])]
+    assert all(f.startswith("max_latency_ms") for f in failures), failures
+    assert r.exit_code == (1 if failures else 0), r.stdout + r.stderr
+    assert data["summary"]["cases"] == 3 and data["summary"]["failed"] == len(
+        {c["name"] for c in data["cases"] if c.get("failures")})
     seed = data["cases"][0]
     assert seed["measured"]["median_ms"] > 0 and seed["speedup"]["measured"] > 0
     assert seed["budget"]["max_params"] == {"limit": 70000, "value": 67840, "ok": True}
     assert "max_latency_ms" in seed["budget"]  # the default applies
     assert "| seed-block |" in rm.read_text() and "| seed-block |" in summary.read_text()
-    # the saved baseline compares cleanly with itself
-    r = profile(configs / "smoke.yaml", "--baseline", tmp_path / "base.json", "--json",
-                "--only", "seed*")
-    assert r.exit_code in (0, 1)
-    (case,) = json.loads(r.stdout)["cases"]
-    assert case["baseline"]["status"] in ("ok", "within noise", "faster", "regression")
+    # a baseline 20x faster than this machine is a regression; 20x slower, "faster"
+    base = json.loads((tmp_path / "base.json").read_text())
+    for scale, status, code in ((1 / 20, "regression", 1), (20, "faster", 0)):
+        for c in base["cases"]:
+            for k in ("median_ms", "q1_ms", "q3_ms"):
+                c["measured"][k] *= scale
+        (tmp_path / f"base{scale}.json").write_text(json.dumps(base))
+        r = profile(configs / "smoke.yaml", "--baseline", tmp_path / f"base{scale}.json",
+                    "--json", "--only", "seed*")
+        (case,) = json.loads(r.stdout)["cases"]
+        assert case["baseline"]["status"] == status, case["baseline"]
+        assert r.exit_code == code or case.get("failures", [""])[0].startswith(
+            "max_latency_ms")
+        base = json.loads((tmp_path / "base.json").read_text())
 
 
 def test_model_conversion_config_runs(configs: Path) -> None:
-    r = profile(configs / "model-conversion.yaml", "--json")
+    r = profile(configs / "model-conversion.yaml", "--json", "--trust-code")
     assert r.exit_code == 0, r.stderr
     (case,) = json.loads(r.stdout)["cases"]
     assert case["conversion"]["converted"] == 7  # all 3x3 convs but the 3-channel stem

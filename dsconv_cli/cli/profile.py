@@ -18,6 +18,7 @@ from .common import HOOKS, check_distinct, check_reports, emit, handle_errors, w
 from .options import FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt
 
 GATE = "Gating"
+TRUST = "Trust (a config cannot grant it)"
 
 
 @handle_errors
@@ -44,6 +45,12 @@ def profile(
     plot: Annotated[Optional[Path], typer.Option(
         help="Draw theoretical vs measured speedup per case (PNG; needs dsconv\\[plot]).",
         dir_okay=False)] = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Allow model cases that set trust_pickle: true (unpickling "
+        "runs code from the file).", rich_help_panel=TRUST)] = False,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Allow model cases whose arch names code to import and call "
+        "(package.module:callable, file.py:callable).", rich_help_panel=TRUST)] = False,
     recalibrate: RecalibrateOpt = False,
     schema: Annotated[bool, typer.Option(
         "--schema", help="Print the config's JSON Schema and exit.")] = False,
@@ -56,7 +63,7 @@ def profile(
     Exit 0 when every budget is met; 1 when one fails, a regression is found or a case
     cannot run; 2 for a config or usage error.
     """
-    from ..config import load_config, schema_text
+    from ..config import check_trust, load_config, schema_text
     from ..suite import plan_cases
 
     if schema:
@@ -79,6 +86,7 @@ def profile(
     if plot is not None:
         _check_matplotlib()
     cfg = load_config(config)
+    check_trust(cfg, trust_pickle=trust_pickle, trust_code=trust_code)
     planned = plan_cases(cfg, only)
     base = _load_baseline(baseline) if baseline else None
 

@@ -124,8 +124,9 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
         t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> {change}")
     sp = case.get("speedup")
     if sp:
-        t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])} (theoretical "
-                       f"{fmt_ratio(sp['theoretical'])}); best layout: "
+        t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])}"
+                       + ("! (implausible, see below)" if sp.get("flag") else "")
+                       + f" (theoretical {fmt_ratio(sp['theoretical'])}); best layout: "
                        f"{sp.get('memory_format', '-')}")
     if case.get("why"):
         t.notes.append(f"Why: {case['why']}")

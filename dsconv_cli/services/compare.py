@@ -30,7 +30,7 @@ class MeasuredRun:
 def _session(opts: Any, recalibrate: bool, hooks: Hooks) -> Any:
     from ..torch_backend.measure import open_session
 
-    return open_session(opts, recalibrate, on_status=hooks.status)
+    return open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
 
 
 def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
@@ -93,7 +93,10 @@ def measure_layer(case: LayerCase, session: Any,
         measured=round(standard.measured.median_ms / candidate.measured.median_ms, 4),
         theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format)
     out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup)
-    warnings = _flags(out)
+    flag = implausible_speedup(out)
+    if flag:
+        out = dataclasses.replace(out, speedup=dataclasses.replace(speedup, flag=flag))
+    warnings = _flags(out) + ([f"speedup: {flag}"] if flag else [])
     return dataclasses.replace(out, why=explain(out), warnings=warnings or None)
 
 
@@ -114,6 +117,21 @@ def _noise(m: Measurement) -> float:
     return m.iqr_ms / m.median_ms if m.median_ms else 0.0
 
 
+def implausible_speedup(case: ComparedCase) -> str | None:
+    """A measured speedup above the theoretical one by more than the measurement noise:
+    fewer MACs cannot make a block faster than that, so the run was noisy (on a 2-core
+    machine one 32 ms outlier once made a "190x")."""
+    sp, std, cand = case.speedup, case.standard.measured, case.candidate.measured
+    if sp is None or sp.measured is None or not sp.theoretical or std is None or cand is None:
+        return None
+    noise = max(0.1, _noise(std) + _noise(cand))
+    if sp.measured > sp.theoretical * (1 + noise):
+        return (f"measured {sp.measured:.2f}x is above the theoretical {sp.theoretical:.2f}x "
+                f"by more than the noise ({100 * noise:.0f}%): implausible, likely a noisy "
+                "run; re-run with a longer --min-time")
+    return None
+
+
 def explain(case: ComparedCase) -> str:
     """One line on why the measured speedup differs from the MAC reduction: the part that
     took longest and why, the layout, the launch overhead; an implausible speedup (beyond
@@ -123,11 +141,9 @@ def explain(case: ComparedCase) -> str:
     std, cand = case.standard.measured, case.candidate.measured
     assert std is not None and cand is not None
     measured, theory = sp.measured, sp.theoretical or 0.0
-    noise = max(0.1, _noise(std) + _noise(cand))
-    if theory and measured > theory * (1 + noise):
-        return (f"measured {measured:.2f}x is above the theoretical {theory:.2f}x by more than "
-                f"the noise ({100 * noise:.0f}%): implausible, likely a noisy run; "
-                "re-run with a longer --min-time")
+    implausible = implausible_speedup(case)
+    if implausible:
+        return implausible
     reasons = []
     parts = [(n, s, s.measured) for n, s in (case.candidate.parts or {}).items()
              if s.measured is not None]

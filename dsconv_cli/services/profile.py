@@ -75,7 +75,7 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     fmts = (("nchw", "channels_last") if cfg.memory_format == "both" else (cfg.memory_format,))
     opts = MeasureOptions(cfg.device, cfg.dtype, cfg.threads, fmts, cfg.timing.min_time,
                           cfg.timing.warmup)
-    session = open_session(opts, recalibrate, on_status=hooks.status)
+    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
     models = {}
     for pc in planned:
         if pc.model is not None:

@@ -55,7 +55,7 @@ class Session:
 
 
 def open_session(options: MeasureOptions, recalibrate: bool = False,
-                 on_status: Progress | None = None) -> Session:
+                 on_status: Progress | None = None, on_warn: Progress | None = None) -> Session:
     """Check the options against this machine (``InputError`` -> exit 2) and calibrate."""
     from ..errors import InputError
 
@@ -68,9 +68,10 @@ def open_session(options: MeasureOptions, recalibrate: bool = False,
     runtime = get_runtime(options.runtime)
     device = resolve_device(options.device)
     td = check_dtype(options.dtype, device)
-    cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status)
+    cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status,
+                           on_warn)
     env = environment(device, options.dtype, options.threads) | runtime.record()
-    env["calibration"] = {"peak_gflops": cal.peak_gflops,
+    env["calibration"] = {"peak_gflops": cal.peak_gflops, "spread": cal.spread,
                           "bandwidth_gbps": [{"bytes": s, "copy": c, "read": r}
                                              for s, c, r in cal.bandwidth]}
     return Session(options, device, td, cal, runtime, env)

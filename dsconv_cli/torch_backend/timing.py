@@ -8,6 +8,7 @@ memory layout, dtype, and the roofline bound from a cached calibration.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from ..errors import InputError
+from ..errors import DsconvError, InputError
 from ..results import BlockStats, Measurement
 
 __all__ = [
@@ -103,9 +104,14 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, w
     nthreads = threads or torch.get_num_threads()
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=nthreads)
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
+        before = torch.get_num_threads()
+        torch.set_num_threads(nthreads)  # warm up with the threads the timer will use
+        try:
+            for _ in range(warmup):
+                fn()
+            _sync(device)
+        finally:
+            torch.set_num_threads(before)
         m = timer.blocked_autorange(min_run_time=min_time)
         number = m.number_per_run
         samples = [t / number for t in m.raw_times]
@@ -163,6 +169,23 @@ class Calibration:
     peak_gflops: float
     # (working-set bytes, copy GB/s, read-only GB/s)
     bandwidth: tuple[tuple[int, float, float], ...]
+    #: the largest median/best - 1 over the probes: how noisy the machine was
+    spread: float = 0.0
+
+    def implausible(self) -> str | None:
+        """Why these figures cannot be a peak, or None. The bounds are far below any CPU
+        or GPU dsconv runs on: a figure under them means a loaded machine or a bad run
+        (one such run once cached 0.07 GB/s and flagged every later row)."""
+        if not (math.isfinite(self.peak_gflops) and self.peak_gflops >= MIN_PEAK_GFLOPS):
+            return f"peak {self.peak_gflops} GFLOP/s < {MIN_PEAK_GFLOPS}"
+        if not self.bandwidth:
+            return "no bandwidth figures"
+        for size, copy, read in self.bandwidth:
+            if not (math.isfinite(copy) and math.isfinite(read)) or max(copy, read) < MIN_GBPS:
+                return f"bandwidth {max(copy, read)} GB/s at {size} bytes < {MIN_GBPS}"
+        if self.spread > MAX_SPREAD:
+            return f"probes spread {100 * self.spread:.0f}% (median vs best)"
+        return None
 
     def gbps_for(self, working_set: int) -> float:
         """The larger of copy and read bandwidth at the smallest calibrated working set
@@ -182,12 +205,43 @@ def _cache_file() -> Path:
     return Path(user_cache_dir("dsconv")) / "calibration.json"
 
 
-def calibrate(device: torch.device, dtype: str, threads: int | None) -> Calibration:
+MIN_PEAK_GFLOPS = 1.0
+MIN_GBPS = 0.5
+MAX_SPREAD = 1.0
+CAL_ATTEMPTS = 3
+
+
+def calibrate(device: torch.device, dtype: str, threads: int | None,
+              on_warn: Callable[[str], None] | None = None) -> Calibration:
+    """Peaks from the best block of each probe; redone (up to 3 times) while implausible,
+    keeping the best figures seen."""
+    best: Calibration | None = None
+    for _ in range(CAL_ATTEMPTS):
+        cal = _calibrate_once(device, dtype, threads)
+        if best is not None:
+            cal = Calibration(cal.key, max(cal.peak_gflops, best.peak_gflops),
+                              tuple((s, max(c, bc), max(r, br)) for (s, c, r), (_, bc, br)
+                                    in zip(cal.bandwidth, best.bandwidth, strict=True)),
+                              min(cal.spread, best.spread))
+        best = cal
+        if cal.implausible() is None:
+            return cal
+    assert best is not None
+    if on_warn:
+        on_warn(f"calibration still implausible after {CAL_ATTEMPTS} runs "
+                f"({best.implausible()}): is the machine loaded? Roofline fractions may be off")
+    return best
+
+
+def _calibrate_once(device: torch.device, dtype: str, threads: int | None) -> Calibration:
     td = TORCH_DTYPES[dtype]
     key = calibration_key(device, dtype, threads)
+    spreads: list[float] = []
 
     def seconds(fn: Callable[[], Any]) -> float:
-        return time_call(fn, device, min_time=0.05, warmup=2, threads=threads).median_ms * 1e-3
+        t = time_call(fn, device, min_time=0.05, warmup=2, threads=threads)
+        spreads.append(t.median_ms / t.min_ms - 1 if t.min_ms > 0 else 0.0)
+        return t.min_ms * 1e-3  # a peak: the best block
 
     peak = 0.0
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
@@ -215,7 +269,7 @@ def calibrate(device: torch.device, dtype: str, threads: int | None) -> Calibrat
         bw.append((size, 2 * size / seconds(partial(dst.copy_, src)) / 1e9,
                    size / seconds(src.sum) / 1e9))
     return Calibration(key, round(peak, 2), tuple((s, round(c, 2), round(r, 2))
-                                                  for s, c, r in bw))
+                                                  for s, c, r in bw), round(max(spreads), 4))
 
 
 def calibration_key(device: torch.device, dtype: str, threads: int | None) -> str:
@@ -225,33 +279,51 @@ def calibration_key(device: torch.device, dtype: str, threads: int | None) -> st
 
 def load_calibration(device: torch.device, dtype: str, threads: int | None,
                      recalibrate: bool = False,
-                     on_status: Callable[[str], None] | None = None) -> Calibration:
-    """The cached calibration for this device, torch, dtype and threads, or a fresh one."""
+                     on_status: Callable[[str], None] | None = None,
+                     on_warn: Callable[[str], None] | None = None) -> Calibration:
+    """The cached calibration for this device, torch, dtype and threads, or a fresh one.
+    A cache that cannot be read, is damaged or holds implausible figures is said once
+    (``on_warn``) and recalibrated; a cache that cannot be written is said once."""
+    warn = on_warn or (lambda m: None)
     path = _cache_file()
     key = calibration_key(device, dtype, threads)
     cache: dict[str, Any] = {}
     try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if not recalibrate and isinstance(cache.get(key), dict):
+        loaded = json.loads(path.read_text())
+        if isinstance(loaded, dict):
+            cache = loaded
+        else:
+            warn(f"calibration cache {path} holds {type(loaded).__name__}, not a mapping: "
+                 "recalibrating")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        warn(f"calibration cache {path} cannot be read ({e}): recalibrating")
+    if not recalibrate and key in cache:
         c = cache[key]
         try:
-            return Calibration(key, float(c["peak_gflops"]),
-                               tuple((int(s), float(a), float(b)) for s, a, b in c["bandwidth"]))
-        except (KeyError, TypeError, ValueError):
-            pass  # a damaged entry is recalibrated
+            cal = Calibration(key, float(c["peak_gflops"]),
+                              tuple((int(s), float(a), float(b)) for s, a, b in c["bandwidth"]),
+                              float(c.get("spread", 0.0)))
+            why = cal.implausible()
+            if why is None:
+                return cal
+            warn(f"calibration cache entry for {key} is implausible ({why}): recalibrating")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            warn(f"calibration cache entry for {key} is damaged: recalibrating")
     if on_status:
         on_status(f"calibrating peak FLOP/s and bandwidth for {key} (cached in {path})")
-    cal = calibrate(device, dtype, threads)
-    cache[key] = {"peak_gflops": cal.peak_gflops, "bandwidth": [list(b) for b in cal.bandwidth]}
+    cal = calibrate(device, dtype, threads, on_warn)
+    cache[key] = {"peak_gflops": cal.peak_gflops, "bandwidth": [list(b) for b in cal.bandwidth],
+                  "spread": cal.spread}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an unwritable cache only costs a recalibration next time
+        from ..atomic import write_atomic
+
+        write_atomic(path, json.dumps(cache, indent=1))
+    except (OSError, DsconvError) as e:
+        warn(f"calibration cache {path} cannot be written ({e}): the next run calibrates "
+             "again")
     return cal
 
 
@@ -268,11 +340,18 @@ def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration)
     memory_ms = bytes_moved / (gbps_peak * 1e9) * 1e3 if gbps_peak else 0.0
     bound = max(compute_ms, memory_ms)
     frac = bound / timing.median_ms if timing.median_ms else 0.0
-    flag = None
+    flags = []
     if frac > 1.05:
-        flag = ("exceeds calibrated roofline: " + (
+        flags.append("exceeds calibrated roofline: " + (
             "data stayed in cache between calls" if memory_ms >= compute_ms
             else "the conv kernel beats the calibration matmul"))
+    elif frac < 0.01:
+        flags.append(f"under 1% of the roofline bound ({100 * frac:.2f}%): an outlier, a "
+                     "loaded machine, or per-call overhead far above the work")
+    if timing.max_ms - timing.min_ms > timing.median_ms:
+        flags.append(f"noisy: block times range {timing.min_ms:.3f}-{timing.max_ms:.3f} ms "
+                     f"around a median of {timing.median_ms:.3f} ms")
+    flag = "; ".join(flags) or None
     return Measurement(
         **timing.rounded(),
         gflops=round(flops / sec / 1e9, 3) if sec else 0.0,

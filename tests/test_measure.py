@@ -66,9 +66,18 @@ def test_calibration_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert a.key in data and "threads 1" in a.key and "fp32" in a.key
     b = load_calibration(cpu, "fp32", 1)
     assert b == a  # from the cache, not re-measured
-    (tmp_path / "calibration.json").write_text("{broken")
-    c = load_calibration(cpu, "fp32", 1)
-    assert c.key == a.key  # a damaged cache is recalibrated, not fatal
+    # a damaged, foreign or implausible cache is recalibrated with one warning, and the
+    # fresh figures are written back
+    implausible = {a.key: {"peak_gflops": a.peak_gflops,
+                           "bandwidth": [[s, 0.07, 0.07] for s, _, _ in a.bandwidth]}}
+    for bad in ("{broken", "[1, 2]", json.dumps({a.key: []}), json.dumps(implausible)):
+        (tmp_path / "calibration.json").write_text(bad)
+        warned: list[str] = []
+        c = load_calibration(cpu, "fp32", 1, on_warn=warned.append)
+        assert len(warned) == 1 and "recalibrating" in warned[0], (bad, warned)
+        assert c.implausible() is None and min(max(cp, r) for _, cp, r in c.bandwidth) > 0.5
+        stored = json.loads((tmp_path / "calibration.json").read_text())[a.key]
+        assert stored["peak_gflops"] == c.peak_gflops
 
 
 def _measured(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,8 +100,10 @@ def test_compare_measure_json_fields() -> None:
         assert m["median_ms"] > 0 and m["runs"] >= 5
         assert m["min_ms"] <= m["median_ms"] <= m["max_ms"]
         assert m["gflops"] > 0 and m["gbps"] > 0 and m["memory_format"] == "nchw"
-        # the bound holds, or the row says it did not
-        assert m["roofline_fraction"] <= 1.05 or m["flag"]
+        # the fraction is bound/median, and a row beating its bound says so
+        assert m["roofline_fraction"] == pytest.approx(m["bound_ms"] / m["median_ms"],
+                                                       rel=1e-2, abs=2e-4)
+        assert ("exceeds" in (m["flag"] or "")) == (m["roofline_fraction"] > 1.05)
     case = data["cases"][0]
     sp = case["speedup"]
     assert sp["measured"] == pytest.approx(
@@ -185,7 +196,8 @@ def test_cuda_measure() -> None:
     data = json.loads(r.stdout)
     assert data["environment"]["device"] == "cuda"
     for m in _measured(data):
-        assert m["median_ms"] > 0 and (m["roofline_fraction"] <= 1.05 or m["flag"])
+        assert m["median_ms"] > 0
+        assert ("exceeds" in (m["flag"] or "")) == (m["roofline_fraction"] > 1.05)
 
 
 @needs_cuda

@@ -52,6 +52,9 @@ class ConvFacts:
     #: cumulative fraction of spectral energy kept at rank 1..max_rank (svd init only)
     energy_by_rank: tuple[float, ...] = ()
     aliases: tuple[str, ...] = field(default=())
+    #: a Conv2d subclass whose forward is not Conv2d's (dynamic padding, weight
+    #: standardisation...): its output is not the plain conv the DS form reproduces
+    custom_forward: str | None = None
 
     @property
     def max_rank(self) -> int:
@@ -101,6 +104,9 @@ def _macs(spec: Any, shape: tuple[int, ...] | None) -> int | None:
 def eligibility(f: ConvFacts, o: PlanOptions) -> str | None:
     """Why this conv is not a candidate at all, or None."""
     names = (f.name, *f.aliases)
+    if f.custom_forward:
+        return (f"{f.custom_forward} overrides Conv2d.forward; its output is not a plain "
+                "conv's, so the DS form would change it")
     if f.groups != 1:
         return ("already depthwise" if f.groups == f.in_channels else "grouped conv") + (
             f" (groups={f.groups})")

@@ -23,12 +23,17 @@ __all__ = [
     "BlockStats",
     "BudgetCheck",
     "ComparedCase",
+    "DsForm",
     "Measurement",
+    "ModelAnalysis",
+    "ModuleRow",
+    "ModuleTime",
     "ProfileCaseResult",
     "Reduction",
     "Side",
     "Speedup",
     "Theory",
+    "UncountedOp",
     "envelope",
     "optional",
     "report_schema",
@@ -188,6 +193,87 @@ class ComparedCase:
     skipped: Optional[str] = optional()
 
 
+# --------------------------------------------------------------------------- models
+
+@dataclass(frozen=True)
+class DsForm:
+    """A Conv2d's depthwise separable form, as ``convert`` would build it."""
+
+    depth_multiplier: int
+    params: int
+    macs: Optional[int]
+    #: MACs now / MACs after (params likewise)
+    reduction_macs: Optional[float]
+    reduction_params: float
+
+
+@dataclass(frozen=True)
+class ModuleTime:
+    """A module's share of a measured forward (hooks around its calls)."""
+
+    median_ms: float
+    share_time: float
+    roofline_fraction: Optional[float]
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """One module of a model, its counts including its children's."""
+
+    name: str
+    type: str
+    depth: int
+    calls: int
+    output_shape: Optional[list[int]]
+    params: int
+    macs: int
+    flops: int
+    bytes: int
+    elementwise_ops: int
+    share_macs: float
+    flop_per_byte: Optional[float]
+    #: the DS form of an eligible Conv2d
+    ds: Optional[DsForm] = optional()
+    #: why a Conv2d is not eligible
+    ds_skipped: Optional[str] = optional()
+    #: for a module holding eligible convs: its MACs and params with all of them converted
+    macs_if_ds: Optional[int] = optional()
+    params_if_ds: Optional[int] = optional()
+    measured: Optional[ModuleTime] = optional()
+    #: measured speedup of this module against the same module converted (``--vs ds``)
+    speedup: Optional[Speedup] = optional()
+
+
+@dataclass(frozen=True)
+class UncountedOp:
+    op: str
+    calls: int
+    modules: list[str]
+
+
+@dataclass(frozen=True)
+class ModelAnalysis:
+    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``)."""
+
+    name: str
+    #: source (file or arch), arch, arch_kwargs, input_shape, counted_on
+    model: dict[str, Any]
+    totals: dict[str, Any]
+    layers: list[ModuleRow]
+    uncounted: list[UncountedOp]
+    #: MACs and params now vs if every eligible conv were converted
+    ds_opportunity: dict[str, Any]
+    #: whole-model medians (with ``--measure``): best layout and every layout
+    measured: Optional[Measurement] = optional()
+    measured_by_format: Optional[dict[str, Measurement]] = optional()
+    #: how per-module times were taken
+    attribution: Optional[str] = optional()
+    #: the model converted in memory and measured beside it (``--vs ds``)
+    vs: Optional[dict[str, Any]] = optional()
+    speedup: Optional[Speedup] = optional()
+    warnings: Optional[list[str]] = optional()
+
+
 # --------------------------------------------------------------------------- profile
 
 @dataclass(frozen=True)
@@ -258,7 +344,7 @@ def report_schema() -> dict[str, Any]:
     which only this function and the config module import)."""
     from pydantic import TypeAdapter
 
-    typed = Union[ComparedCase, ProfileCaseResult]
+    typed = Union[ComparedCase, ProfileCaseResult, ModelAnalysis]
     schema = TypeAdapter(list[typed]).json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs")
     defs.update(_UNTYPED_DEFS)
@@ -273,6 +359,7 @@ def report_schema() -> dict[str, Any]:
     }
     defs["case"] = {"anyOf": [{"$ref": "#/$defs/ComparedCase"},
                               {"$ref": "#/$defs/ProfileCaseResult"},
+                              {"$ref": "#/$defs/ModelAnalysis"},
                               {"$ref": "#/$defs/preset_case"},
                               {"$ref": "#/$defs/convert_case"}]}
     return {

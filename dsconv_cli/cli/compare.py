@@ -15,21 +15,31 @@ from ..presets import PRESETS, get_preset
 from ..render import OutputFormat, compare_view, preset_view
 from ..results import envelope
 from ..specs import ACTIVATIONS
-from .common import HOOKS, check_reports, emit, handle_errors
+from .common import HOOKS, check_reports, emit, fail, handle_errors
 from .options import (
+    ArchKwargsOpt,
+    ArchOpt,
     Device,
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    ExcludeOpt,
     FormatOpt,
+    IncludeOpt,
+    InputShapeOpt,
     JsonOpt,
+    MapLocationOpt,
     MemoryFormat,
     MemoryFormatOpt,
+    MinChannelsOpt,
     MinTimeOpt,
     RecalibrateOpt,
     ReportOpt,
+    StateDictKeyOpt,
     ThreadsOpt,
+    TrustPickleOpt,
     WarmupOpt,
+    parse_arch_kwargs,
 )
 
 # choices derived from the kind registry and the spec module: one spelling each
@@ -39,10 +49,12 @@ Activation = Enum("Activation", {a: a for a in ACTIVATIONS}, type=str)  # type: 
 
 class Versus(str, Enum):
     full_conv = "full-conv"
+    ds = "ds"
 
 
 LAYER = "Layer (comma lists sweep)"
-MODEL = "Architecture presets"
+MODEL = "Whole networks (presets, saved models, architectures)"
+NETWORK = "A saved model or --arch"
 BLOCK = "Block kinds"
 NumOpt = Optional[str]
 
@@ -122,8 +134,22 @@ def compare(
     max_cases: Annotated[int, typer.Option(help="Cap on sweep cases.",
                                            rich_help_panel=LAYER)] = MAX_CASES,
     model: Annotated[Optional[str], typer.Option(
-        help="Analyse a whole network: " + ", ".join(PRESETS) + ".",
-        rich_help_panel=MODEL)] = None,
+        help="Analyse a whole network: a saved model FILE (loaded as convert loads it) or a "
+        "preset: " + ", ".join(PRESETS) + ".", rich_help_panel=MODEL)] = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    state_dict_key: StateDictKeyOpt = None,
+    map_location: MapLocationOpt = "cpu",
+    input_shape: InputShapeOpt = None,
+    depth: Annotated[int, typer.Option(
+        "--depth", help="Module depth shown in a model's table.", rich_help_panel=NETWORK)] = 3,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 if any op of the model is uncounted.",
+        rich_help_panel=NETWORK)] = False,
+    min_channels: MinChannelsOpt = 32,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
     width: Annotated[Optional[float], typer.Option(
         help="Width multiplier (alpha) of --model.", rich_help_panel=MODEL)] = None,
     resolution: Annotated[Optional[int], typer.Option(
@@ -131,8 +157,9 @@ def compare(
     classes: Annotated[Optional[int], typer.Option(
         help="Classifier classes of --model (default 1000).", rich_help_panel=MODEL)] = None,
     vs: Annotated[Optional[Versus], typer.Option(
-        "--vs", help="full-conv: the same network with every depthwise+pointwise pair "
-        "replaced by a dense conv, side by side.", rich_help_panel=MODEL)] = None,
+        "--vs", help="full-conv (presets): the same network with every depthwise+pointwise "
+        "pair replaced by a dense conv; ds (a model, with --measure): the model converted in "
+        "memory, measured beside it.", rich_help_panel=MODEL)] = None,
     per_layer: Annotated[bool, typer.Option(
         "--per-layer", help="List every layer of --model.", rich_help_panel=MODEL)] = False,
     measure: Annotated[bool, typer.Option(
@@ -157,8 +184,8 @@ def compare(
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """
     reports = check_reports(report)
-    model_opts = {"width": width, "resolution": resolution, "classes": classes, "vs": vs,
-                  "per-layer": per_layer or None}
+    model_opts: dict[str, Any] = {"width": width, "resolution": resolution,
+                                  "classes": classes, "vs": vs, "per-layer": per_layer or None}
     values = {
         "in": in_, "out": out, "kernel": kernel, "hw": hw, "stride": stride,
         "padding": padding, "dilation": dilation, "groups": groups, "batch": batch,
@@ -167,7 +194,40 @@ def compare(
         "eca_k": eca_k, "kind": kind.value, "bias": bias, "se": se,
         "activation": activation.value if activation else None,
     }
+    network: dict[str, Any] = {"--arch-kwargs": arch_kwargs, "--trust-pickle": trust_pickle or None,
+               "--state-dict-key": state_dict_key, "--input-shape": input_shape,
+               "--include": include, "--exclude": exclude}
+    if arch is not None or (model is not None and _looks_like_file(model)):
+        given = [f for f, v in values.items()
+                 if v is not None and f not in ("kind", "batch", "depth_multiplier")]
+        if given or kind is not Kind.separable:  # type: ignore[attr-defined]
+            what = option_name(given[0]) if given else "--kind"
+            raise InputError(f"Invalid value for '{what}': layer options do not apply to a "
+                             "model")
+        preset_only: dict[str, Any] = {"--width": width, "--resolution": resolution,
+                                       "--classes": classes, "--per-layer": per_layer or None}
+        for opt_name, opt_value in preset_only.items():
+            if opt_value is not None:
+                raise InputError(f"Invalid value for '{opt_name}': applies to presets only")
+        if vs is Versus.full_conv:
+            raise InputError("Invalid value for '--vs': full-conv applies to presets; a "
+                             "model takes --vs ds")
+        if vs is Versus.ds and not measure:
+            raise InputError("Invalid value for '--vs': ds measures the model against its "
+                             "conversion: add --measure")
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup)
+                if measure else None)
+        return compare_network(
+            model, arch, arch_kwargs, trust_pickle, state_dict_key, map_location, input_shape,
+            batch, depth_multiplier, min_channels, include, exclude, depth, strict,
+            vs is Versus.ds, opts, recalibrate, fmt, as_json, reports)
+    for opt_name, opt_value in network.items():
+        if opt_value is not None:
+            raise InputError(f"Invalid value for '{opt_name}': needs --model FILE or --arch")
     if model is not None:
+        if vs is Versus.ds:
+            raise InputError("Invalid value for '--vs': ds applies to a model file or --arch; "
+                             "a preset takes --vs full-conv")
         given = [f for f, v in values.items() if v is not None and f not in ("kind", "batch")]
         if given or kind is not Kind.separable:  # type: ignore[attr-defined]
             what = option_name(given[0]) if given else "--kind"
@@ -177,9 +237,9 @@ def compare(
                 if measure else None)
         return compare_model(model, width, resolution, classes, vs, per_layer, batch, dtype,
                              opts, recalibrate, fmt, as_json, reports)
-    for name, v in model_opts.items():
-        if v is not None:
-            raise InputError(f"Invalid value for '--{name}': needs --model")
+    for opt_name, opt_value in model_opts.items():
+        if opt_value is not None:
+            raise InputError(f"Invalid value for '--{opt_name}': needs --model")
     if in_ is None:
         raise InputError("Missing option '--in' (input channels)",
                          hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
@@ -230,3 +290,65 @@ def compare_model(name: str, width: float | None, resolution: int | None,
         d, environment = measure_preset(preset, nbatch, dtype.value, per_layer, full, opts,
                                         recalibrate, HOOKS)
     emit(envelope([d], environment=environment), preset_view, fmt, as_json, reports)
+
+
+def _looks_like_file(value: str) -> bool:
+    from ..services.analyse import looks_like_file
+
+    return looks_like_file(value)
+
+
+def compare_network(model: str | None, arch: str | None, arch_kwargs: str | None,
+                    trust_pickle: bool, state_dict_key: str | None, map_location: str,
+                    input_shape: str | None, batch: str | None, depth_multiplier: str | None,
+                    min_channels: int, include: list[str] | None, exclude: list[str] | None,
+                    depth: int, strict: bool, vs_ds: bool, opts: Any, recalibrate: bool,
+                    fmt: OutputFormat, as_json: bool, reports: Any) -> None:
+    """A saved model or an architecture: per-module counts, DS opportunity, measurements."""
+    from pathlib import Path
+
+    from ..plan import PlanOptions
+    from ..render import model_view
+
+    if input_shape is None:
+        raise InputError("Missing option '--input-shape' (the whole input, batch included)",
+                         hint="e.g. --input-shape 1,3,224,224")
+    if depth < 0:
+        raise InputError(f"Invalid value for '--depth': must be >= 0, got {depth}")
+    if min_channels < 1:
+        raise InputError(f"Invalid value for '--min-channels': must be >= 1, got {min_channels}")
+    m = 1
+    if depth_multiplier is not None:
+        m = parse_value("depth_multiplier", depth_multiplier) if "," not in depth_multiplier \
+            else 0
+        if m < 1:
+            raise InputError(f"Invalid value for '--depth-multiplier': one integer >= 1 for a "
+                             f"model, got {depth_multiplier!r}")
+    kwargs = parse_arch_kwargs(arch_kwargs)
+    if model is not None and not Path(model).is_file():
+        raise InputError(f"--model {model}: no such file",
+                         hint=f"a preset is one of {', '.join(PRESETS)}")
+    from ..services.analyse import ModelSource, analyse, load_source, measure
+    from ..torch_backend.loading import parse_input_shape
+
+    shape = parse_input_shape(input_shape)
+    if batch is not None:
+        nb = parse_value("batch", batch) if "," not in batch else 0
+        if nb < 1:
+            raise InputError(f"Invalid value for '--batch': one integer >= 1, got {batch!r}")
+        shape = (nb, *shape[1:])
+    src = ModelSource(Path(model) if model else None, arch, kwargs, trust_pickle,
+                      state_dict_key, map_location)
+    plan = PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m)
+    net = load_source(src, weights=opts is not None, hooks=HOOKS)
+    result = analyse(net, src, shape, plan)
+    environment = None
+    if opts is not None:
+        result, environment = measure(result, net, shape, plan, vs_ds, opts, recalibrate,
+                                      depth, HOOKS)
+    env = envelope([result], environment=environment)
+    env["cases"][0]["depth_shown"] = depth
+    emit(env, model_view, fmt, as_json, reports)
+    if strict and result.uncounted:
+        ops = ", ".join(u.op for u in result.uncounted)
+        raise fail(f"--strict: {len(result.uncounted)} op(s) are not counted: {ops}", 1)

@@ -3,7 +3,6 @@ separable pairs initialised from the original weights, verify, and write atomica
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from enum import Enum
@@ -16,13 +15,26 @@ from ..errors import InputError
 from ..render import OutputFormat, convert_view
 from ..results import envelope
 from .common import check_distinct, check_reports, emit, handle_errors, status, warn
-from .options import FormatOpt, JsonOpt, ReportOpt
+from .options import (
+    PICK,
+    ArchKwargsOpt,
+    ArchOpt,
+    ExcludeOpt,
+    FormatOpt,
+    IncludeOpt,
+    InputShapeOpt,
+    JsonOpt,
+    MapLocationOpt,
+    MinChannelsOpt,
+    ReportOpt,
+    StateDictKeyOpt,
+    TrustPickleOpt,
+    parse_arch_kwargs,
+)
 
 if TYPE_CHECKING:
     from ..plan import PlanOptions
 
-LOAD = "Loading (safe by default)"
-PICK = "Which layers, and how"
 WRITE = "Writing"
 
 
@@ -39,29 +51,15 @@ def convert(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Where to write the converted model.", rich_help_panel=WRITE)
     ] = None,
-    input_shape: Annotated[Optional[str], typer.Option(
-        help="Input shape for a real forward pass (e.g. 1,3,224,224): gives layer shapes, "
-        "MACs and the output check.")] = None,
-    map_location: Annotated[str, typer.Option(
-        help="Device the file's tensors load onto.", rich_help_panel=LOAD)] = "cpu",
-    trust_pickle: Annotated[bool, typer.Option(
-        "--trust-pickle", help="Allow a pickled nn.Module. DANGER: unpickling runs code "
-        "from the file; use it only for files you trust.", rich_help_panel=LOAD)] = False,
-    state_dict_key: Annotated[Optional[str], typer.Option(
-        help="Key of the state_dict inside a checkpoint dict.", rich_help_panel=LOAD)] = None,
-    arch: Annotated[Optional[str], typer.Option(
-        help="Builds the model for a state_dict: package.module:callable, "
-        "path/file.py:callable, or a preset name.", rich_help_panel=LOAD)] = None,
-    arch_kwargs: Annotated[Optional[str], typer.Option(
-        help="JSON object of keyword arguments for --arch.", rich_help_panel=LOAD)] = None,
-    min_channels: Annotated[int, typer.Option(
-        help="Skip convs with fewer input channels.", rich_help_panel=PICK)] = 32,
-    include: Annotated[Optional[list[str]], typer.Option(
-        help="Only layers whose name matches this glob (repeatable).",
-        rich_help_panel=PICK)] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(
-        help="Skip layers whose name matches this glob (repeatable).",
-        rich_help_panel=PICK)] = None,
+    input_shape: InputShapeOpt = None,
+    map_location: MapLocationOpt = "cpu",
+    trust_pickle: TrustPickleOpt = False,
+    state_dict_key: StateDictKeyOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    min_channels: MinChannelsOpt = 32,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
     depth_multiplier: Annotated[int, typer.Option(
         help="Depthwise filters per input channel (the rank of the factorisation).",
         rich_help_panel=PICK)] = 1,
@@ -98,7 +96,7 @@ def convert(
     reports = check_reports(report)
     plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
                          max_error, allow_larger)
-    kwargs = _arch_kwargs(arch_kwargs)
+    kwargs = parse_arch_kwargs(arch_kwargs)
     _check_output(model, output, dry_run, force, reports)
 
     from ..atomic import check_writable, write_all_atomic
@@ -166,18 +164,6 @@ def _plan_options(min_channels: int, include: list[str] | None, exclude: list[st
         raise InputError(f"--max-error must be >= 0, got {max_error}")
     return PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m, energy,
                        max_error, allow_larger, init.value)
-
-
-def _arch_kwargs(text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"--arch-kwargs: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(value, dict):
-        raise InputError("--arch-kwargs: must be a JSON object like '{\"num_classes\": 10}'")
-    return value
 
 
 def _check_output(model: Path, output: Path | None, dry_run: bool, force: bool,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -64,3 +64,51 @@ JsonOpt = Annotated[bool, typer.Option(
 ReportOpt = Annotated[Optional[list[Path]], typer.Option(
     "--report", help="Also write the report to PATH (.json, .csv or .md); repeatable.",
     rich_help_panel=OUTPUT, dir_okay=False)]
+
+# ------------------------------------------------------------- loading a model (compare, convert)
+
+LOAD = "Loading a model (safe by default)"
+PICK = "Which convs (as convert takes them)"
+
+InputShapeOpt = Annotated[Optional[str], typer.Option(
+    "--input-shape", help="The whole input, batch included (e.g. 1,3,224,224).")]
+MapLocationOpt = Annotated[str, typer.Option(
+    "--map-location", help="Device the file's tensors load onto.", rich_help_panel=LOAD)]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow a pickled nn.Module. DANGER: unpickling runs code from "
+    "the file; use it only for files you trust.", rich_help_panel=LOAD)]
+StateDictKeyOpt = Annotated[Optional[str], typer.Option(
+    "--state-dict-key", help="Key of the state_dict inside a checkpoint dict.",
+    rich_help_panel=LOAD)]
+ArchOpt = Annotated[Optional[str], typer.Option(
+    "--arch", help="Builds the model: package.module:callable, path/file.py:callable, or a "
+    "preset name (needed for a state_dict; alone, analyses the architecture without "
+    "weights).", rich_help_panel=LOAD)]
+ArchKwargsOpt = Annotated[Optional[str], typer.Option(
+    "--arch-kwargs", help="JSON object of keyword arguments for --arch.",
+    rich_help_panel=LOAD)]
+MinChannelsOpt = Annotated[int, typer.Option(
+    "--min-channels", help="Skip convs with fewer input channels.", rich_help_panel=PICK)]
+IncludeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--include", help="Only layers whose name matches this glob (repeatable).",
+    rich_help_panel=PICK)]
+ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--exclude", help="Skip layers whose name matches this glob (repeatable).",
+    rich_help_panel=PICK)]
+
+
+def parse_arch_kwargs(text: str | None) -> dict[str, Any]:
+    """``--arch-kwargs``: a JSON object, or exit 2 saying what is wrong."""
+    import json
+
+    from ..errors import InputError
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--arch-kwargs: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError("--arch-kwargs: must be a JSON object like '{\"num_classes\": 10}'")
+    return value

@@ -20,6 +20,7 @@ from .views import (
     convert_view,
     fmt_bytes,
     fmt_int,
+    model_view,
     preset_view,
     profile_view,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "fmt_int",
     "format_from_path",
     "make_console",
+    "model_view",
     "preset_view",
     "profile_view",
     "render_text",

@@ -316,3 +316,97 @@ def profile_view(env: dict[str, Any]) -> list[Table]:
                        + (f", {s['failed']} failed" if s["failed"] else ""))
     t.notes.append(COUNTING_NOTE)
     return [t]
+
+
+def _ds_cells(la: dict[str, Any]) -> list[str]:
+    ds = la.get("ds")
+    if ds:
+        return [fmt_int(ds["params"]), fmt_int(ds["macs"]), fmt_ratio(ds["reduction_macs"])]
+    if la.get("macs_if_ds") is not None:  # a module holding eligible convs
+        after = la["macs_if_ds"]
+        return [fmt_int(la["params_if_ds"]), fmt_int(after),
+                fmt_ratio(la["macs"] / after if after else None)]
+    return ["-", "-", "-"]
+
+
+def model_view(env: dict[str, Any]) -> list[Table]:
+    """A saved model or an architecture: per-module counts (to ``depth_shown``), the DS form
+    of every eligible conv, the ops that could not be counted, and timings if measured."""
+    out = []
+    for case in env["cases"]:
+        m, tot, opp = case["model"], case["totals"], case["ds_opportunity"]
+        depth = case.get("depth_shown", 3)
+        measured = "measured" in case
+        cols = ["module", "type", "output", "params", "MACs", "MAC share", "bytes", "FLOP/B"]
+        if measured:
+            cols += ["median ms", "time share", "roofline"]
+        if case.get("vs"):
+            cols += ["speedup meas/theory"]
+        cols += ["DS params", "DS MACs", "DS MACs x"]
+        t = Table(f"{case['name']} (input {fmt_shape(m['input_shape'])}, counted on "
+                  f"{m['counted_on'].split(' ')[0]})", cols)
+        for la in case["layers"]:
+            if la["depth"] > depth:
+                continue
+            indent = "  " * max(0, la["depth"] - 1)
+            name = la["name"] if la["depth"] else "(model)"
+            row = [indent + name, la["type"], fmt_shape(la["output_shape"] or []),
+                   fmt_int(la["params"]), fmt_int(la["macs"]), _pct(la["share_macs"]),
+                   fmt_bytes(la["bytes"]), _f(la["flop_per_byte"], ".1f")]
+            if measured:
+                mt = la.get("measured")
+                row += ([_f(mt["median_ms"], ".3f"), _pct(mt["share_time"]),
+                         _pct(mt["roofline_fraction"])] if mt else ["-", "-", "-"])
+            if case.get("vs"):
+                sp = la.get("speedup")
+                row += [f"{fmt_ratio(sp['measured'])} / {fmt_ratio(sp['theoretical'])}"
+                        if sp else "-"]
+            row += _ds_cells(la)
+            t.rows.append(row)
+            t.styles.append("bold" if la["depth"] == 0 else None)
+        if measured and tot.get("other_ms") is not None:
+            row = ["other (outside top-level modules)", "", "", "", "", "", "", ""]
+            row += [_f(tot["other_ms"], ".3f"), _pct(tot.get("other_share")), ""]
+            row += [""] * (len(cols) - len(row))
+            t.rows.append(row)
+            t.styles.append("dim")
+        t.notes.append(
+            f"Totals: {fmt_int(tot['params'])} params, {fmt_int(tot['macs'])} MACs, "
+            f"{fmt_int(tot['elementwise_ops'])} elementwise ops, {fmt_bytes(tot['bytes'])} "
+            f"moved; output {fmt_shape(tot['output_shape'])}.")
+        t.notes.append(
+            f"DS opportunity (depth multiplier {opp['depth_multiplier']}, "
+            f"{opp['eligible_convs']} eligible conv(s)): MACs {fmt_int(opp['macs_now'])} -> "
+            f"{fmt_int(opp['macs_after'])} ({fmt_ratio(opp['reduction_macs'])}), params "
+            f"{fmt_int(opp['params_now'])} -> {fmt_int(opp['params_after'])} "
+            f"({fmt_ratio(opp['reduction_params'])}).")
+        if measured:
+            mm = case["measured"]
+            t.notes.append(f"Whole model: {mm['median_ms']:.3f} ms median "
+                           f"({mm['memory_format']}); per-module times: "
+                           f"{case.get('attribution', '-')}.")
+        sp = case.get("speedup")
+        if sp:
+            t.notes.append(f"Measured speedup of the DS form (--vs ds, time now / time "
+                           f"converted): {fmt_ratio(sp['measured'])} (theoretical "
+                           f"{fmt_ratio(sp['theoretical'])}: MACs now / MACs converted).")
+        if not m["counted_on"].startswith("meta"):
+            t.notes.append(f"Counted on {m['counted_on']}.")
+        unc = case["uncounted"]
+        if unc:
+            t.notes.append("Uncounted ops (not in MACs or elementwise ops): " + "; ".join(
+                f"{u['op']} x{u['calls']} in {', '.join(n or '(model)' for n in u['modules'])}"
+                for u in unc))
+        else:
+            t.notes.append("Every op with an output was counted (MACs, elementwise or free).")
+        t.notes.append(MODEL_COUNTING_NOTE)
+        out.append(t)
+    return out
+
+
+MODEL_COUNTING_NOTE = (
+    "Counting (ATen dispatch level, as torch's FlopCounterMode / 2): MACs = convolutions, "
+    "mm/addmm/bmm/baddbmm (linear, matmul, einsum) and attention; elementwise ops = one per "
+    "output element of pointwise ops, norms, pooling, softmax, reductions and copies; "
+    "views and creation are free; bytes = each op's inputs read and outputs written "
+    "(unfused); a row includes its children; params count shared tensors once.")

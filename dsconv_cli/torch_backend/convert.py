@@ -46,15 +46,21 @@ def _conv_places(model: nn.Module) -> dict[int, tuple[nn.Conv2d, list[str]]]:
     return out
 
 
-def _facts(conv: nn.Conv2d, names: list[str], shape: tuple[int, ...] | None,
-           energy: tuple[float, ...]) -> ConvFacts:
+def conv_facts(conv: nn.Conv2d, names: list[str], shape: tuple[int, ...] | None,
+               energy: tuple[float, ...] = ()) -> ConvFacts:
+    """What the planner needs to know of one Conv2d (and whether it is a plain one)."""
     def p(v: Any) -> tuple[int, int]:
         return (int(v[0]), int(v[1]))
 
     padding = conv.padding if isinstance(conv.padding, str) else p(conv.padding)
+    cls = type(conv)
+    custom = None
+    if any(getattr(cls, f) is not getattr(nn.Conv2d, f) for f in ("forward", "_conv_forward")):
+        custom = f"{cls.__module__}.{cls.__qualname__}"
     return ConvFacts(names[0], conv.in_channels, conv.out_channels, p(conv.kernel_size),
                      p(conv.stride), padding, p(conv.dilation), conv.groups,
-                     conv.bias is not None, conv.padding_mode, shape, energy, tuple(names[1:]))
+                     conv.bias is not None, conv.padding_mode, shape, energy, tuple(names[1:]),
+                     custom)
 
 
 def _svd(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -179,7 +185,7 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(o.seed)
         for key, (conv, names) in places.items():
-            facts = _facts(conv, names, shapes.get(key), ())
+            facts = conv_facts(conv, names, shapes.get(key))
             svd = None
             if eligibility(facts, o.plan) is None and not bool(
                     torch.isfinite(conv.weight.detach()).all()):

@@ -1,49 +1,320 @@
-"""Counting a whole model's cost from a forward pass."""
+"""Counting a whole model at the ATen dispatch level (a ``TorchDispatchMode``).
+
+One forward runs on meta tensors (no arithmetic, no activation memory; the model's own
+weights are swapped for meta stand-ins with ``functional_call``, never copied). Each
+ATen op is sorted by one table:
+
+- **MACs**: the ops torch's own ``FlopCounterMode`` counts (its ``flop_registry``, /2):
+  every convolution (1d/2d/3d, grouped, transposed), mm/addmm/bmm/baddbmm (what linear,
+  matmul and einsum dispatch to) and scaled_dot_product_attention's kernels (QK^T and
+  AV), plus the CPU flash-attention kernel the registry lacks;
+- **elementwise**: pointwise ops (activations, adds, ...) and norms, pooling, softmax,
+  reductions, copies and concatenation: one op per output element, counted apart;
+- **free**: views, shape ops, tensor creation;
+- **uncounted**: every other op with a non-empty output, listed with its calls and the
+  modules it ran in (never silently zero).
+
+Bytes are per op: its tensor inputs read once and its outputs written once (unfused, no
+cache reuse), so FLOP/B is a lower bound on a fused runtime's intensity. Every op is
+attributed to each module on the call stack (a module's row includes its children).
+Where an op cannot run on meta, the forward is repeated on real zeros (``counted_on``
+says so), with PyTorch's fused attention fast path off so the count does not depend on it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
 from ..cost import Cost
-from .convert import _facts
-from .loading import forward_once
+from ..errors import BackendError, InputError
+from .timing import is_oom
 
-__all__ = ["model_cost"]
+__all__ = ["ModelCount", "ModuleCount", "count_model", "model_cost"]
+
+aten = torch.ops.aten
 
 
-def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -> Cost:
-    """The engine's cost of an arbitrary model, from one forward pass: conv and linear
-    layers priced by the engine at the shapes that reach them; params from the module."""
-    from ..cost import cost as engine_cost
-    from ..specs import LinearSpec
+def _sdpa_cpu(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+    return int(sdpa_flop_count(query.shape, key.shape, value.shape))
 
-    costs: list[Cost] = []
 
-    def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
-        s = tuple(args[0].shape)
-        if isinstance(mod, nn.Conv2d):
-            spec: Any = _facts(mod, ["-"], s, ()).spec()
+#: op -> FLOPs from (args, kwargs, out); torch's registry plus what it lacks
+_MAC_OPS: dict[Any, Any] = dict(flop_registry)
+_MAC_OPS[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu
+
+_ELEMENTWISE_OPS = {
+    aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
+    aten._native_batch_norm_legit, aten.native_layer_norm, aten.native_group_norm,
+    aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, aten.max_pool2d_with_indices,
+    aten.max_pool3d_with_indices, aten.max_pool1d, aten.max_pool2d,
+    aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
+    aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var_mean, aten.var,
+    aten.std, aten.norm, aten.linalg_vector_norm, aten.prod, aten.cumsum, aten.argmax,
+    aten._softmax, aten._log_softmax, aten._safe_softmax,
+    aten.cat, aten.stack, aten.clone, aten._to_copy, aten.copy_, aten.copy,
+    aten.constant_pad_nd, aten.reflection_pad2d, aten.replication_pad2d, aten.index,
+    aten.index_select, aten.gather, aten.embedding, aten.upsample_nearest2d,
+    aten.upsample_bilinear2d, aten.roll, aten.flip, aten.masked_fill, aten.where,
+    aten.topk, aten.sort, aten.repeat, aten.tril, aten.triu,
+}
+_FREE_OPS = {
+    aten.detach, aten.alias, aten.lift_fresh, aten.lift_fresh_copy, aten._unsafe_view,
+    aten.empty, aten.empty_like, aten.empty_strided, aten.zeros, aten.zeros_like, aten.ones,
+    aten.ones_like, aten.full, aten.full_like, aten.new_empty, aten.new_empty_strided,
+    aten.new_zeros, aten.new_ones, aten.new_full, aten.arange, aten.scalar_tensor,
+    aten.randn, aten.rand, aten.randn_like, aten.rand_like, aten.normal_, aten.uniform_,
+    aten.fill_, aten.zero_, aten.linspace, aten.eye, aten._local_scalar_dense,
+    aten.sym_size, aten.sym_stride, aten.sym_numel, aten.is_same_size, aten.dim,
+    aten.size, aten.stride, aten.is_nonzero, aten.item,
+}
+
+
+def _numel(x: Any) -> int:
+    return sum(t.numel() for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor))
+
+
+def _nbytes(x: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tree_flatten(x)[0]
+               if isinstance(t, torch.Tensor))
+
+
+def kind_of(func: Any) -> str:
+    """``macs``, ``elementwise``, ``free`` or ``uncounted``: the one sorting table."""
+    packet = func._overloadpacket
+    if packet in _MAC_OPS:
+        return "macs"
+    if getattr(func, "is_view", False) or packet in _FREE_OPS:
+        return "free"
+    if torch.Tag.pointwise in func.tags or packet in _ELEMENTWISE_OPS:
+        return "elementwise"
+    return "uncounted"
+
+
+@dataclass
+class ModuleCount:
+    name: str
+    type: str
+    depth: int
+    params: int
+    calls: int = 0
+    macs: int = 0
+    bytes: int = 0
+    elementwise: int = 0
+    output_shape: tuple[int, ...] | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class ModelCount:
+    modules: dict[str, ModuleCount]
+    uncounted: dict[str, tuple[int, list[str]]]
+    counted_on: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    bytes: int
+    elementwise: int
+    dtype_bytes: int = 4
+    conv_shapes: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self, stack: list[str], rows: dict[str, ModuleCount]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.rows = rows
+        self.uncounted: dict[str, list[Any]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        kind = kind_of(func)
+        if kind == "free":
+            return out
+        where = list(dict.fromkeys(self.stack))
+        if kind == "uncounted":
+            if _numel(out) > 0:
+                entry = self.uncounted.setdefault(str(func._overloadpacket).replace(
+                    "aten.", "aten::"), [0, []])
+                entry[0] += 1
+                here = where[-1] if where else ""
+                if here not in entry[1]:
+                    entry[1].append(here)
+            return out
+        macs = elem = 0
+        if kind == "macs":
+            macs = int(_MAC_OPS[func._overloadpacket](*args, **kwargs, out_val=out)) // 2
         else:
-            assert isinstance(mod, nn.Linear)
-            spec = LinearSpec(mod.in_features, mod.out_features, mod.bias is not None)
-            s = (math.prod(s[:-1]), s[-1])
-        costs.append(engine_cost(spec, s, dtype_bytes))
+            elem = _numel(out)
+        moved = _nbytes((args, kwargs)) + _nbytes(out)
+        for name in where:
+            row = self.rows[name]
+            row.macs += macs
+            row.elementwise += elem
+            row.bytes += moved
+        return out
 
-    hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+def _unique_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # parameters() dedups shared tensors
+
+
+def check_single_input(model: nn.Module) -> None:
+    """A forward needing more than one input is refused, naming its parameters."""
     try:
-        x, y = forward_once(model, shape, 0)
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) > 1:
+        names = ", ".join(p.name for p in required)
+        raise InputError(f"the model's forward takes {len(required)} inputs ({names}); "
+                         "dsconv feeds one tensor of --input-shape",
+                         hint="wrap the model in a module whose forward takes one tensor")
+
+
+@contextlib.contextmanager
+def _tracking(model: nn.Module, stack: list[str], rows: dict[str, ModuleCount],
+              conv_shapes: dict[str, list[tuple[int, ...]]]) -> Iterator[None]:
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        name = names[id(mod)]
+        stack.append(name)
+        row = rows[name]
+        row.calls += 1
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if first is not None:
+            row.input_shape = tuple(first.shape)
+            if isinstance(mod, nn.Conv2d):
+                conv_shapes.setdefault(name, []).append(tuple(first.shape))
+
+    def post(mod: nn.Module, args: Any, out: Any) -> None:
+        t = next((o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)), None)
+        if t is not None:
+            rows[names[id(mod)]].output_shape = tuple(t.shape)
+        if stack:
+            stack.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
+                                                    m.register_forward_hook(post))]
+    try:
+        yield
     finally:
         for h in hooks:
             h.remove()
-    return Cost(
-        kind="model", params=sum(p.numel() for p in model.parameters()),
-        macs=sum(c.macs for c in costs), input_shape=tuple(x.shape),
-        output_shape=tuple(y.shape), bytes=sum(c.bytes for c in costs),
-        elementwise=sum(c.elementwise for c in costs),
-        peak_activation_elems=max((c.peak_activation_elems for c in costs), default=0),
-        dtype_bytes=dtype_bytes,
-    )
+
+
+def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters()}
+    out.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers()})
+    return out
+
+
+def _run(model: nn.Module, x: torch.Tensor, on_meta: bool, stack: list[str],
+         rows: dict[str, ModuleCount], conv_shapes: dict[str, list[tuple[int, ...]]]
+         ) -> tuple[Any, dict[str, list[Any]]]:
+    counter = _Counter(stack, rows)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with _tracking(model, stack, rows, conv_shapes), torch.no_grad(), counter:
+            if on_meta:
+                y = torch.func.functional_call(model, _meta_state(model), (x,), strict=False)
+            else:
+                y = model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for m, mode in modes.items():
+            m.training = mode
+    return y, counter.uncounted
+
+
+def _fresh_rows(model: nn.Module) -> dict[str, ModuleCount]:
+    return {n: ModuleCount(n, type(m).__name__, 0 if not n else n.count(".") + 1,
+                           _unique_params(m)) for n, m in model.named_modules()}
+
+
+def count_model(model: nn.Module, input_shape: tuple[int, ...],
+                dtype: torch.dtype = torch.float32) -> ModelCount:
+    """Count one forward of ``model`` on an input of ``input_shape`` (batch included)."""
+    check_single_input(model)
+    stack: list[str] = []
+    conv_shapes: dict[str, list[tuple[int, ...]]] = {}
+    rows = _fresh_rows(model)
+    counted_on = "meta"
+    try:
+        y, uncounted = _run(model, torch.empty(input_shape, dtype=dtype, device="meta"), True,
+                            stack, rows, conv_shapes)
+    except (Exception, SystemExit) as e:  # an op without a meta kernel, or a real error
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        stack.clear()
+        conv_shapes.clear()
+        rows = _fresh_rows(model)
+        _materialise(model)
+        counted_on = f"zeros (meta failed: {reason[:120]})"
+        x = torch.zeros(input_shape, dtype=dtype, device=_device_of(model))
+        try:
+            y, uncounted = _run(model, x, False, stack, rows, conv_shapes)
+        except (Exception, SystemExit) as e2:
+            where = ""
+            if stack:
+                kind = type(model.get_submodule(stack[-1])).__name__
+                where = f" in {stack[-1] or 'the model'} ({kind})"
+            first = str(e2).splitlines()[0] if str(e2) else type(e2).__name__
+            if is_oom(e2):
+                raise BackendError(f"out of memory running the model{where}: {first}") from e2
+            raise InputError(f"--input-shape {','.join(map(str, input_shape))}: the forward "
+                             f"pass failed{where}: {type(e2).__name__}: {first}") from e2
+    out = next((t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)), None)
+    if out is None:
+        raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor (or "
+                         "a tuple, list or dict holding one)")
+    root = rows[""]
+    esize = torch.empty((), dtype=dtype).element_size()
+    return ModelCount(
+        modules=rows, uncounted={k: (v[0], v[1]) for k, v in sorted(uncounted.items())},
+        counted_on=counted_on, input_shape=tuple(input_shape), output_shape=tuple(out.shape),
+        params=_unique_params(model), macs=root.macs, bytes=root.bytes,
+        elementwise=root.elementwise, dtype_bytes=esize, conv_shapes=conv_shapes)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _materialise(model: nn.Module) -> None:
+    """A model built on meta gets real (zero) storage for the fallback forward."""
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model.to_empty(device="cpu")
+        with torch.no_grad():
+            for t in (*model.parameters(), *model.buffers()):
+                t.zero_()
+
+
+def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -> Cost:
+    """The whole model's cost as the engine's :class:`Cost` (for budgets and speedups)."""
+    c = count_model(model, shape)
+    peak = max((math.prod(r.output_shape) for r in c.modules.values() if r.output_shape),
+               default=0)
+    return Cost(kind="model", params=c.params, macs=c.macs, input_shape=c.input_shape,
+                output_shape=c.output_shape, bytes=c.bytes * dtype_bytes // c.dtype_bytes,
+                elementwise=c.elementwise, peak_activation_elems=peak,
+                dtype_bytes=dtype_bytes)

@@ -24,7 +24,8 @@ from ..presets import PRESETS, get_preset
 from .build import build_preset
 from .timing import is_oom
 
-__all__ = ["Loaded", "forward_once", "load_model", "parse_input_shape", "resolve_arch"]
+__all__ = ["Loaded", "build_arch", "build_arch_meta", "forward_once", "load_model",
+           "parse_input_shape", "resolve_arch"]
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 PREFIXES = ("module.", "model.")
@@ -123,7 +124,19 @@ def _load_error(path: Path, e: BaseException) -> Exception:
     return InputError(f"{path}: not a readable torch file: {type(e).__name__}: {first}")
 
 
-def _arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+def build_arch_meta(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    """The architecture without its weights: built on the meta device (no memory, no
+    arithmetic). A constructor that computes with tensors cannot run on meta: it is built
+    normally and moved to meta."""
+    try:
+        with torch.device("meta"):
+            return build_arch(spec, kwargs)
+    except InputError:
+        return build_arch(spec, kwargs).to("meta")
+
+
+def build_arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``--arch``: a preset name, ``package.module:callable`` or ``file.py:callable``."""
     if spec in PRESETS:
         try:
             return build_preset(get_preset(spec, **kwargs))
@@ -246,7 +259,7 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
         raise InputError(f"{path}: holds a state_dict; --arch is needed to build the model",
                          hint=f"--arch package.module:callable, file.py:callable or a "
                          f"preset ({', '.join(PRESETS)})")
-    model = _arch(arch, arch_kwargs or {})
+    model = build_arch(arch, arch_kwargs or {})
     stripped = _load_state_dict(model, obj, arch)
     notes = [f"stripped key prefix {stripped!r}"] if stripped else []
     return Loaded(model, "state_dict", str(path), notes)

@@ -33,7 +33,7 @@ from .timing import (
 )
 
 __all__ = ["ModelTiming", "Session", "SkipCase", "check_memory", "is_oom", "measure_model",
-           "measure_module", "open_session"]
+           "measure_module", "module_times", "open_session"]
 
 Progress = Callable[[str], None]
 
@@ -96,6 +96,54 @@ def measure_module(make: Callable[[], nn.Module], shape: tuple[int, ...], c: Cos
         del module, x, fn
     best = min(by_fmt.values(), key=lambda m: m.median_ms)
     return best, (by_fmt if len(by_fmt) > 1 else None)
+
+
+def module_times(model: nn.Module, shape: tuple[int, ...], memory_format: str, s: Session,
+                 max_depth: int = 3, runs: int = 7) -> dict[str, float]:
+    """Each module's time per forward (ms, median over ``runs`` forwards), from forward
+    pre/post hooks with one synchronised clock reading per call; modules deeper than
+    ``max_depth`` are not hooked (hooks cost time too). The root is ``""``."""
+    import statistics
+    import time
+
+    module, x = prepare(model, shape, s.device, s.dtype, memory_format)
+    names = {id(m): n for n, m in module.named_modules()}
+    starts: dict[int, list[float]] = {}
+    per_run: dict[str, float] = {}
+    sync = (lambda: torch.cuda.synchronize(s.device)) if s.device.type == "cuda" else (
+        lambda: None)
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        sync()
+        starts.setdefault(id(mod), []).append(time.perf_counter())
+
+    def post(mod: nn.Module, args: Any, out: Any) -> None:
+        sync()
+        t0 = starts[id(mod)].pop()
+        name = names[id(mod)]
+        per_run[name] = per_run.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    hooked = [m for n, m in module.named_modules()
+              if n == "" or n.count(".") + 1 <= max_depth]
+    hooks = [h for m in hooked for h in (m.register_forward_pre_hook(pre),
+                                         m.register_forward_hook(post))]
+    samples: dict[str, list[float]] = {}
+    before = torch.get_num_threads()
+    if s.options.threads:
+        torch.set_num_threads(s.options.threads)
+    try:
+        with torch.inference_mode():
+            for i in range(max(1, s.options.warmup) + runs):
+                per_run.clear()
+                module(x)
+                if i >= max(1, s.options.warmup):
+                    for k, v in per_run.items():
+                        samples.setdefault(k, []).append(v)
+    finally:
+        torch.set_num_threads(before)
+        for h in hooks:
+            h.remove()
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def check_memory(need: int, s: Session, what: str) -> None:

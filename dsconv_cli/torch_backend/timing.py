@@ -327,6 +327,19 @@ def load_calibration(device: torch.device, dtype: str, threads: int | None,
     return cal
 
 
+def _bounds(flops: int, bytes_moved: int, cal: Calibration) -> tuple[float, float]:
+    """(compute, memory) lower bounds in ms from the calibrated peaks."""
+    gbps_peak = cal.gbps_for(bytes_moved)
+    compute_ms = flops / (cal.peak_gflops * 1e9) * 1e3 if cal.peak_gflops else 0.0
+    memory_ms = bytes_moved / (gbps_peak * 1e9) * 1e3 if gbps_peak else 0.0
+    return compute_ms, memory_ms
+
+
+def roofline_bound_ms(flops: int, bytes_moved: int, cal: Calibration) -> float:
+    """The roofline lower bound on the time of ``flops`` and ``bytes_moved``, in ms."""
+    return max(_bounds(flops, bytes_moved, cal))
+
+
 def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration) -> Measurement:
     """Achieved rates and the roofline bound for one measured layer.
 
@@ -335,9 +348,7 @@ def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration)
     flagged, never clipped.
     """
     sec = timing.median_ms * 1e-3
-    gbps_peak = cal.gbps_for(bytes_moved)
-    compute_ms = flops / (cal.peak_gflops * 1e9) * 1e3 if cal.peak_gflops else 0.0
-    memory_ms = bytes_moved / (gbps_peak * 1e9) * 1e3 if gbps_peak else 0.0
+    compute_ms, memory_ms = _bounds(flops, bytes_moved, cal)
     bound = max(compute_ms, memory_ms)
     frac = bound / timing.median_ms if timing.median_ms else 0.0
     flags = []

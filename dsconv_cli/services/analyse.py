@@ -1,0 +1,242 @@
+"""Whole-model analysis: the user's network counted per module at the ATen dispatch level,
+with the depthwise separable form of every Conv2d ``convert`` would take; optionally
+measured, and against its own conversion (``--vs ds``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..cost import flops
+from ..errors import InputError
+from ..plan import PlanOptions, decide
+from ..results import DsForm, ModelAnalysis, ModuleRow, ModuleTime, Speedup, UncountedOp
+from . import Hooks
+
+__all__ = ["ModelSource", "analyse", "load_source", "looks_like_file"]
+
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+
+
+def looks_like_file(value: str) -> bool:
+    """``--model``: a file if it exists, has a path separator or a model file suffix;
+    otherwise a preset name."""
+    return (Path(value).exists() or "/" in value or "\\" in value
+            or value.lower().endswith(MODEL_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model comes from, as given on the command line (or a config)."""
+
+    path: Path | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trust_pickle: bool = False
+    state_dict_key: str | None = None
+    map_location: str = "cpu"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"source": str(self.path) if self.path else "arch",
+                             "arch": self.arch}
+        if self.arch_kwargs:
+            d["arch_kwargs"] = self.arch_kwargs
+        return d
+
+
+def load_source(src: ModelSource, weights: bool, hooks: Hooks = Hooks()) -> Any:
+    """The model: loaded from its file (safely), or built from ``arch`` alone, on meta
+    unless its weights are needed (measuring)."""
+    from ..torch_backend.loading import build_arch, build_arch_meta, load_model
+
+    if src.path is not None:
+        loaded = load_model(src.path, map_location=src.map_location,
+                            trust_pickle=src.trust_pickle, state_dict_key=src.state_dict_key,
+                            arch=src.arch, arch_kwargs=src.arch_kwargs, warn=hooks.warn)
+        for note in loaded.notes:
+            hooks.status(f"note: {note}")
+        return loaded.model
+    if src.arch is None:
+        raise InputError("give --model FILE or --arch to analyse a network")
+    return (build_arch if weights else build_arch_meta)(src.arch, src.arch_kwargs)
+
+
+def analyse(model: Any, src: ModelSource, input_shape: tuple[int, ...], plan: PlanOptions,
+            name: str | None = None) -> ModelAnalysis:
+    """Count ``model`` per module and price the DS form of every eligible Conv2d."""
+    from torch import nn
+
+    from ..torch_backend.convert import conv_facts
+    from ..torch_backend.counting import count_model
+
+    c = count_model(model, input_shape)
+    total_macs = c.macs
+    ds_forms: dict[str, DsForm] = {}
+    skipped: dict[str, str] = {}
+    saved_macs = saved_params = 0
+    saving: dict[str, tuple[int, int]] = {}  # conv -> (params saved, MACs saved)
+    names: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, nn.Conv2d):
+            names.setdefault(id(m), []).append(n)
+    for n, m in model.named_modules():
+        if not isinstance(m, nn.Conv2d) or n not in c.conv_shapes:
+            continue
+        shapes = c.conv_shapes[n]
+        d = decide(conv_facts(m, names[id(m)], shapes[0]), plan)
+        if not d.convert or d.rank is None or d.params_after is None:
+            skipped[n] = d.reason
+            continue
+        calls = len(shapes)
+        macs_after = d.macs_after
+        ds_forms[n] = DsForm(
+            depth_multiplier=d.rank, params=d.params_after,
+            macs=None if macs_after is None else macs_after * calls,
+            reduction_macs=(round(d.macs_before / macs_after, 4)
+                            if d.macs_before and macs_after else None),
+            reduction_params=round(d.params_before / d.params_after, 4))
+        saved_params += d.params_before - d.params_after
+        saving[n] = (d.params_before - d.params_after, 0)
+        if d.macs_before is not None and macs_after is not None:
+            saved_macs += (d.macs_before - macs_after) * calls
+            saving[n] = (saving[n][0], (d.macs_before - macs_after) * calls)
+    rows = []
+    for r in c.modules.values():
+        if r.calls == 0:
+            continue
+        inside = [v for k, v in saving.items()
+                  if r.name == "" or k == r.name or k.startswith(r.name + ".")]
+        rows.append(ModuleRow(
+            name=r.name or "(model)", type=r.type, depth=r.depth, calls=r.calls,
+            output_shape=list(r.output_shape) if r.output_shape else None, params=r.params,
+            macs=r.macs, flops=flops(r.macs), bytes=r.bytes * 1,
+            elementwise_ops=r.elementwise,
+            share_macs=round(r.macs / total_macs, 4) if total_macs else 0.0,
+            flop_per_byte=round(flops(r.macs) / r.bytes, 3) if r.bytes else None,
+            ds=ds_forms.get(r.name), ds_skipped=skipped.get(r.name),
+            macs_if_ds=r.macs - sum(m for _, m in inside) if inside else None,
+            params_if_ds=r.params - sum(p for p, _ in inside) if inside else None))
+    after_macs, after_params = total_macs - saved_macs, c.params - saved_params
+    return ModelAnalysis(
+        name=name or (str(src.path) if src.path else str(src.arch)),
+        model={**src.describe(), "input_shape": list(input_shape), "counted_on": c.counted_on},
+        totals={"params": c.params, "macs": total_macs, "flops": flops(total_macs),
+                "bytes": c.bytes, "elementwise_ops": c.elementwise,
+                "input_shape": list(c.input_shape), "output_shape": list(c.output_shape),
+                "flop_per_byte": round(flops(total_macs) / c.bytes, 3) if c.bytes else None},
+        layers=rows,
+        uncounted=[UncountedOp(op, calls, mods) for op, (calls, mods) in c.uncounted.items()],
+        ds_opportunity={
+            "eligible_convs": len(ds_forms), "depth_multiplier": plan.depth_multiplier,
+            "macs_now": total_macs, "macs_after": after_macs,
+            "params_now": c.params, "params_after": after_params,
+            "reduction_macs": round(total_macs / after_macs, 4) if after_macs else None,
+            "reduction_params": round(c.params / after_params, 4) if after_params else None},
+    )
+
+
+# --------------------------------------------------------------------------- measuring
+
+def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...], plan: PlanOptions,
+            vs_ds: bool, opts: Any, recalibrate: bool, depth: int,
+            hooks: Hooks = Hooks()) -> tuple[ModelAnalysis, dict[str, Any]]:
+    """Whole-model medians per layout; each module's time (hooks) beside its MAC share and
+    roofline fraction; with ``vs_ds`` the model converted in memory, measured the same way,
+    per layer and whole. Returns the analysis with measurements and the environment."""
+    import copy
+
+    from ..torch_backend.convert import ConvertOptions, convert_model
+    from ..torch_backend.loading import Loaded
+    from ..torch_backend.measure import (
+        check_memory,
+        measure_module,
+        module_times,
+        open_session,
+    )
+
+    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
+    e = session.dtype.itemsize if hasattr(session.dtype, "itemsize") else 4
+    peak = max((_numel(r.output_shape) for r in analysis.layers if r.output_shape), default=0)
+    check_memory(3 * (analysis.totals["params"] + peak) * e, session, analysis.name)
+    cost = _as_cost(analysis, e)
+    with hooks.progress(2 + 2 * vs_ds, "measuring") as advance:
+        advance(f"{analysis.name}: whole model")
+        best, by_fmt = measure_module(lambda: copy.deepcopy(model), input_shape, cost, session)
+        advance(f"{analysis.name}: per module")
+        per = module_times(copy.deepcopy(model), input_shape, best.memory_format, session,
+                           max_depth=depth)
+        out = _with_times(analysis, per, best.median_ms, session)
+        out = dataclasses.replace(out, measured=best, measured_by_format=by_fmt,
+                                  attribution="forward pre/post hooks around each module "
+                                  "(one synchronised clock per call, median of the runs); "
+                                  "'other' = whole-model median minus the top-level modules")
+        if not vs_ds:
+            return out, session.environment
+        converted = copy.deepcopy(model)
+        convert_model(Loaded(converted, "module", "in memory"),
+                      ConvertOptions(plan, input_shape))
+        after = analyse(converted, ModelSource(arch="converted in memory"), input_shape, plan)
+        advance(f"{analysis.name}: converted")
+        ds_best, _ = measure_module(lambda: copy.deepcopy(converted), input_shape,
+                                    _as_cost(after, e), session)
+        advance(f"{analysis.name}: converted per module")
+        ds_per = module_times(copy.deepcopy(converted), input_shape, ds_best.memory_format,
+                              session, max_depth=depth)
+    rows = []
+    for r in out.layers:
+        mine, theirs = per.get(_key(r.name)), ds_per.get(_key(r.name))
+        after = r.ds.macs if r.ds is not None else r.macs_if_ds
+        if after and mine and theirs:
+            r = dataclasses.replace(r, speedup=Speedup(
+                measured=round(mine / theirs, 4), theoretical=round(r.macs / after, 4)))
+        rows.append(r)
+    whole = Speedup(measured=round(best.median_ms / ds_best.median_ms, 4),
+                    theoretical=analysis.ds_opportunity["reduction_macs"],
+                    memory_format=ds_best.memory_format)
+    out = dataclasses.replace(out, layers=rows, speedup=whole, vs={
+        "kind": "ds", "totals": {k: after.totals[k] for k in ("params", "macs", "flops")},
+        "measured": ds_best})
+    return out, session.environment
+
+
+def _key(name: str) -> str:
+    return "" if name == "(model)" else name
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _as_cost(a: ModelAnalysis, e: int) -> Any:
+    from ..cost import Cost
+
+    t = a.totals
+    return Cost(kind="model", params=t["params"], macs=t["macs"],
+                input_shape=tuple(t["input_shape"]), output_shape=tuple(t["output_shape"]),
+                bytes=t["bytes"], elementwise=t["elementwise_ops"], peak_activation_elems=0,
+                dtype_bytes=e)
+
+
+def _with_times(a: ModelAnalysis, per: dict[str, float], whole_ms: float,
+                session: Any) -> ModelAnalysis:
+    from ..torch_backend.timing import roofline_bound_ms
+
+    rows = []
+    for r in a.layers:
+        ms = per.get(_key(r.name))
+        if ms is not None:
+            bound = roofline_bound_ms(r.flops, r.bytes, session.calibration)
+            r = dataclasses.replace(r, measured=ModuleTime(
+                median_ms=round(ms, 6), share_time=round(ms / whole_ms, 4) if whole_ms else 0.0,
+                roofline_fraction=round(bound / ms, 4) if ms else None))
+        rows.append(r)
+    top = [r for r in rows if r.depth == 1 and r.measured]
+    other = whole_ms - sum(r.measured.median_ms for r in top if r.measured)
+    totals = {**a.totals, "other_ms": round(other, 6),
+              "other_share": round(other / whole_ms, 4) if whole_ms else None}
+    return dataclasses.replace(a, layers=rows, totals=totals)

@@ -187,10 +187,10 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...], p
     rows = []
     for r in out.layers:
         mine, theirs = per.get(_key(r.name)), ds_per.get(_key(r.name))
-        after = r.ds.macs if r.ds is not None else r.macs_if_ds
-        if after and mine and theirs:
+        macs_ds = r.ds.macs if r.ds is not None else r.macs_if_ds
+        if macs_ds and mine and theirs:
             r = dataclasses.replace(r, speedup=Speedup(
-                measured=round(mine / theirs, 4), theoretical=round(r.macs / after, 4)))
+                measured=round(mine / theirs, 4), theoretical=round(r.macs / macs_ds, 4)))
         rows.append(r)
     whole = Speedup(measured=round(best.median_ms / ds_best.median_ms, 4),
                     theoretical=analysis.ds_opportunity["reduction_macs"],

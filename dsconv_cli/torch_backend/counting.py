@@ -67,6 +67,9 @@ _ELEMENTWISE_OPS = {
     aten.index_select, aten.gather, aten.embedding, aten.upsample_nearest2d,
     aten.upsample_bilinear2d, aten.roll, aten.flip, aten.masked_fill, aten.where,
     aten.topk, aten.sort, aten.repeat, aten.tril, aten.triu,
+    # activations PyTorch does not tag as pointwise
+    aten.hardswish, aten.hardswish_, aten.glu, aten.prelu, aten._prelu_kernel,
+    aten.log_sigmoid_forward, aten.native_dropout, aten.dropout, aten.gelu_,
 }
 _FREE_OPS = {
     aten.detach, aten.alias, aten.lift_fresh, aten.lift_fresh_copy, aten._unsafe_view,
@@ -96,9 +99,21 @@ def kind_of(func: Any) -> str:
         return "macs"
     if getattr(func, "is_view", False) or packet in _FREE_OPS:
         return "free"
-    if torch.Tag.pointwise in func.tags or packet in _ELEMENTWISE_OPS:
+    if packet in _ELEMENTWISE_OPS or _pointwise(packet):
         return "elementwise"
     return "uncounted"
+
+
+_POINTWISE: dict[Any, bool] = {}
+
+
+def _pointwise(packet: Any) -> bool:
+    """Whether any overload of the op is tagged pointwise (``add.Tensor`` is,
+    ``add.out`` is not: the op is the same)."""
+    if packet not in _POINTWISE:
+        _POINTWISE[packet] = any(torch.Tag.pointwise in getattr(packet, o).tags
+                                 for o in packet.overloads())
+    return _POINTWISE[packet]
 
 
 @dataclass

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..errors import BackendError, InputError
 from ..presets import PRESETS, get_preset
+from . import is_oom
 from .build import build_preset
-from .timing import is_oom
 
 __all__ = ["Loaded", "build_arch", "build_arch_meta", "forward_once", "load_model",
            "parse_input_shape", "resolve_arch"]

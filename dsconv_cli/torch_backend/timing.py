@@ -24,11 +24,13 @@ from torch.utils.benchmark import Timer
 
 from ..errors import DsconvError, InputError
 from ..results import BlockStats, Measurement
+from . import is_oom
 
 __all__ = [
     "Calibration",
     "MeasureOptions",
     "calibrate",
+    "is_oom",
     "environment",
     "load_calibration",
     "prepare",
@@ -381,10 +383,3 @@ def available_memory(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 1 << 62
-
-
-def is_oom(e: BaseException) -> bool:
-    msg = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or (
-        "can't allocate" in msg) or "not enough memory" in msg
-

@@ -24,6 +24,7 @@ __all__ = [
     "FIELDS",
     "KINDS",
     "LayerCase",
+    "LIMITS",
     "MAX_CASES",
     "expand_grid",
     "parse_value",
@@ -85,10 +86,23 @@ def parse_value(field: str, value: Any) -> Any:
     return value
 
 
+#: the largest value each size accepts: far beyond any real layer, small enough that every
+#: count stays an exact integer and no float noise reaches a table
+LIMITS = {"in": 1 << 20, "out": 1 << 20, "expanded_channels": 1 << 20,
+          "squeeze_channels": 1 << 20, "groups": 1 << 20, "depth_multiplier": 1 << 10,
+          "kernel": 1 << 10, "hw": 1 << 16, "stride": 1 << 10, "dilation": 1 << 10,
+          "batch": 1 << 16, "eca_k": 1 << 10, "expansion": 1 << 10}
+
+
 def _positive(field: str, value: int | float | tuple[int, ...]) -> None:
     values = value if isinstance(value, tuple) else (value,)
+    if any(not math.isfinite(v) for v in values):
+        raise FieldError(field, f"must be a finite number, got {_show(value)}")
     if any(v <= 0 for v in values):
         raise FieldError(field, f"must be positive, got {_show(value)}")
+    limit = LIMITS.get(field)
+    if limit is not None and any(v > limit for v in values):
+        raise FieldError(field, f"must be at most {limit:,}, got {_show(value)}")
 
 
 def _show(v: Any) -> str:

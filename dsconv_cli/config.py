@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -27,7 +28,7 @@ from .suite import SOURCE_METRICS, source_of
 
 __all__ = ["Budget", "Config", "check_trust", "json_schema", "load_config"]
 
-StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 IntList = Union[PosInt, list[PosInt]]
@@ -47,7 +48,8 @@ class TimingCfg(StrictModel):
     """Measurement settings (seconds)."""
 
     warmup: Annotated[int, Field(ge=0, description="untimed calls before timing")] = 3
-    min_time: Annotated[float, Field(gt=0, description="seconds of timed runs per layer")] = 0.2
+    min_time: Annotated[float, Field(gt=0, le=3600,
+                                     description="seconds of timed runs per layer")] = 0.2
 
 
 class Budget(StrictModel):
@@ -248,16 +250,90 @@ def _message(err: dict[str, Any], path: tuple[Any, ...]) -> tuple[str, str | Non
     return msg, None
 
 
+#: a config is a short human-written file: these caps stop a hostile one before it costs
+#: memory or minutes (a billion-laughs alias bomb, 100,000 nested brackets, 50 MB)
+MAX_CONFIG_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_ALIASES = 1_000
+MAX_NODES = 200_000
+
+
+def _line(mark: Any) -> int | None:
+    return mark.line + 1 if mark is not None else None
+
+
+def _check_structure(text: str, name: str) -> None:
+    """Walk the YAML events (no objects built): nesting depth, alias count, the node
+    count once aliases are expanded, and duplicate keys in a mapping (YAML says they are
+    an error; PyYAML silently keeps the last)."""
+    depth = aliases = 0
+    anchors: dict[str, int] = {}  # anchor -> expanded node count
+    # one frame per open collection: [node count, anchor, is_mapping, keys, expecting_key]
+    stack: list[list[Any]] = []
+
+    def add(n: int, mark: Any) -> None:
+        """A value of ``n`` expanded nodes joins the open collection."""
+        if n > MAX_NODES or (stack and stack[-1][0] + n > MAX_NODES):
+            raise ConfigError(f"expands to more than {MAX_NODES:,} values (aliases of "
+                              "aliases?)", file=name, line=mark.line + 1)
+        if stack:
+            stack[-1][0] += n
+
+    def key_seen(value: str | None, mark: Any) -> None:
+        frame = stack[-1]
+        if frame[2] and frame[4] and value is not None:
+            if value in frame[3]:
+                raise ConfigError(f"duplicate key {value!r} (also on line {frame[3][value]}); "
+                                  "YAML keys must be unique", file=name, line=mark.line + 1)
+            frame[3][value] = mark.line + 1
+        if frame[2]:
+            frame[4] = not frame[4]
+
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if stack and stack[-1][2]:
+                key_seen(None, ev.start_mark)
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=name,
+                                  line=_line(ev.start_mark))
+            stack.append([1, ev.anchor, isinstance(ev, yaml.MappingStartEvent), {}, True])
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            n, anchor, *_ = stack.pop()
+            if anchor:
+                anchors[anchor] = n
+            add(n, ev.start_mark)
+        elif isinstance(ev, yaml.ScalarEvent):
+            if stack:
+                key_seen(ev.value, ev.start_mark)
+            if ev.anchor:
+                anchors[ev.anchor] = 1
+            add(1, ev.start_mark)
+        elif isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ConfigError(f"more than {MAX_ALIASES} aliases", file=name,
+                                  line=_line(ev.start_mark))
+            if stack:
+                key_seen(None, ev.start_mark)
+            add(anchors.get(ev.anchor or "", 1), ev.start_mark)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config; every problem is a one-line :class:`ConfigError`."""
     name = str(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path.stat().st_size:,} bytes: a config is at most "
+                              f"{MAX_CONFIG_BYTES:,}", file=name)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", file=name) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot be read: {e}", file=name) from None
     try:
+        _check_structure(text, name)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader only
     except yaml.MarkedYAMLError as e:
@@ -282,12 +358,18 @@ def load_config(path: Path) -> Config:
     except ValidationError as e:
         errs = e.errors()
         located = [(_data_path(data, tuple(err["loc"])), err) for err in errs]
-        # the deepest error; between equals, a range error over a "wrong type" one
-        p, err = max(located, key=lambda x: (len(x[0]), not x[1]["type"].endswith("_type")))
+        # the deepest error; between equals, an unknown key (a typo: 'inn' makes 'in'
+        # missing too, and the typo is what to fix), then a range error over a wrong type
+        p, err = max(located, key=lambda x: (len(x[0]), x[1]["type"] == "extra_forbidden",
+                                              not x[1]["type"].endswith("_type")))
         msg, hint = _message(dict(err), p)
         line = next((lines[p[:i]] for i in range(len(p), -1, -1) if p[:i] in lines), None)
         raise ConfigError(msg, file=name, path=fmt_path(p), line=line, hint=hint) from None
     cfg._file, cfg._dir, cfg._lines = name, path.parent, lines
+    cpus = os.cpu_count() or 1
+    if cfg.threads is not None and cfg.threads > cpus:
+        raise cfg.error(f"must be 1 to {cpus} (this machine's logical CPUs), got {cfg.threads}",
+                        ("threads",))
     seen: dict[str, int] = {}
     for i, c in enumerate(cfg.cases):
         if c.name in seen:

@@ -88,8 +88,9 @@ def _inverted_residual(given: Mapping[str, Any], mbconv: bool) -> Resolved:
     if "expanded_channels" in given and "expansion" in given:
         raise FieldError("expansion", "give either expansion or expanded_channels")
     exp = given.get("expanded_channels") or int(round(cin * given.get("expansion", 6.0)))
-    if exp <= 0:
-        raise FieldError("expansion", f"gives {exp} expanded channels; must be >= 1")
+    if not 1 <= exp <= 1 << 20:
+        raise FieldError("expansion", f"gives {exp} expanded channels; must be 1 to "
+                         f"{1 << 20:,}")
     if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
         raise FieldError("kernel", f"an inverted residual needs an odd kernel (3, 5, ...) "
                          f"so its depthwise conv keeps the size, got {_show(kernel)}")

@@ -8,6 +8,7 @@ V1 truncates ``int(c * alpha)``). Stages group consecutive blocks of the same ou
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -236,13 +237,13 @@ def get_preset(name: str, width: float = 1.0, resolution: int = 224,
         close = difflib.get_close_matches(name, PRESETS, n=1)
         raise FieldError("model", f"unknown model {name!r}; known: {', '.join(PRESETS)}",
                          hint=f"did you mean {close[0]!r}?" if close else None)
-    if isinstance(width, bool) or not width > 0:
-        raise FieldError("width", f"must be > 0, got {width}")
-    if isinstance(resolution, bool) or resolution < TOTAL_STRIDE:
-        raise FieldError("resolution", f"must be at least the network's total stride "
-                         f"({TOTAL_STRIDE}), got {resolution}")
-    if isinstance(classes, bool) or classes <= 0:
-        raise FieldError("classes", f"must be >= 1, got {classes}")
+    if isinstance(width, bool) or not (math.isfinite(width) and 0.05 <= width <= 16):
+        raise FieldError("width", f"must be between 0.05 and 16, got {width}")
+    if isinstance(resolution, bool) or not TOTAL_STRIDE <= resolution <= 8192:
+        raise FieldError("resolution", f"must be between the network's total stride "
+                         f"({TOTAL_STRIDE}) and 8192, got {resolution}")
+    if isinstance(classes, bool) or not 1 <= classes <= 1 << 20:
+        raise FieldError("classes", f"must be between 1 and {1 << 20:,}, got {classes}")
     return Preset(name, width, resolution, classes, tuple(PRESETS[name](width, classes)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import sys
@@ -138,6 +139,25 @@ def check_distinct(outputs: list[tuple[str, Path]], inputs: list[tuple[str, Path
             raise InputError(f"{label} {p}: is also {seen[key]}; give each output its own "
                              "file")
         seen[key] = f"{label} {p}"
+
+
+def check_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
+    """``--json`` is short for ``--format json``; with another ``--format`` it is a conflict."""
+    if as_json and fmt not in (OutputFormat.table, OutputFormat.json):
+        raise InputError(f"--json conflicts with --format {fmt.value}; give one of them")
+    return OutputFormat.json if as_json else fmt
+
+
+def finite(name: str, value: float | None, lo: float = 0.0, hi: float = math.inf,
+           lo_open: bool = True) -> None:
+    """A float option must be a finite number in its range (NaN would turn checks off)."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if math.isfinite(hi) else (
+            f"> {lo:g}" if lo_open else f">= {lo:g}")
+        raise InputError(f"{name} must be a finite number {rng}, got {value}")
 
 
 def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,

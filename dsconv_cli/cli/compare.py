@@ -15,7 +15,7 @@ from ..presets import PRESETS, get_preset
 from ..render import OutputFormat, compare_view, preset_view
 from ..results import envelope
 from ..specs import ACTIVATIONS
-from .common import HOOKS, check_reports, emit, fail, handle_errors
+from .common import HOOKS, check_format, check_reports, emit, fail, finite, handle_errors
 from .options import (
     ArchKwargsOpt,
     ArchOpt,
@@ -183,7 +183,12 @@ def compare(
 
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """
+    check_format(fmt, as_json)
     reports = check_reports(report)
+    finite("--width", width)
+    finite("--min-time", min_time, hi=3600)
+    if max_cases < 1:
+        raise InputError(f"--max-cases must be >= 1, got {max_cases}")
     model_opts: dict[str, Any] = {"width": width, "resolution": resolution,
                                   "classes": classes, "vs": vs, "per-layer": per_layer or None}
     values = {

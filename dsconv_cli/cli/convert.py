@@ -14,7 +14,16 @@ import typer
 from ..errors import InputError
 from ..render import OutputFormat, convert_view
 from ..results import envelope
-from .common import check_distinct, check_reports, emit, handle_errors, status, warn
+from .common import (
+    check_distinct,
+    check_format,
+    check_reports,
+    emit,
+    finite,
+    handle_errors,
+    status,
+    warn,
+)
 from .options import (
     PICK,
     ArchKwargsOpt,
@@ -93,6 +102,7 @@ def convert(
     Eligible layers become depthwise + pointwise pairs initialised from the original
     weights (per-channel SVD), verified and written atomically, with a per-layer report.
     """
+    check_format(fmt, as_json)
     reports = check_reports(report)
     plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
                          max_error, allow_larger)
@@ -153,15 +163,15 @@ def _plan_options(min_channels: int, include: list[str] | None, exclude: list[st
         raise InputError(f"--min-channels must be >= 1, got {min_channels}")
     if m < 1:
         raise InputError(f"--depth-multiplier must be >= 1, got {m}")
+    if m > 1 << 10:
+        raise InputError(f"--depth-multiplier must be at most {1 << 10}, got {m}")
+    finite("--energy", energy, hi=1)
+    finite("--max-error", max_error, lo_open=False)
     if energy is not None:
-        if not 0 < energy <= 1:
-            raise InputError(f"--energy must be in (0, 1], got {energy}")
         if init is not Init.svd:
             raise InputError("--energy needs --init svd (it reads the weights' spectrum)")
         if m != 1:
             raise InputError("give --energy or --depth-multiplier, not both")
-    if max_error is not None and max_error < 0:
-        raise InputError(f"--max-error must be >= 0, got {max_error}")
     return PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m, energy,
                        max_error, allow_larger, init.value)
 

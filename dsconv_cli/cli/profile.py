@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,7 +15,16 @@ from ..errors import InputError
 from ..gate import DEFAULT_REGRESSION_THRESHOLD, env_mismatch
 from ..render import OutputFormat, profile_view, render_text
 from ..results import envelope
-from .common import HOOKS, check_distinct, check_reports, emit, handle_errors, warn
+from .common import (
+    HOOKS,
+    check_distinct,
+    check_format,
+    check_reports,
+    emit,
+    finite,
+    handle_errors,
+    warn,
+)
 from .options import FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt
 
 GATE = "Gating"
@@ -71,9 +81,9 @@ def profile(
         return
     if config is None:
         raise InputError("Missing argument 'CONFIG'", hint="dsconv profile config.yaml")
+    check_format(fmt, as_json)
     reports = check_reports(report)
-    if regression_threshold <= 0:
-        raise InputError(f"--regression-threshold must be > 0, got {regression_threshold}")
+    finite("--regression-threshold", regression_threshold, hi=100)
     from ..atomic import check_writable
 
     outputs = [("--report", p) for p, _ in reports]
@@ -97,15 +107,20 @@ def profile(
              as_json, reports)
         return
 
-    run = run_profile(cfg, planned, recalibrate, HOOKS)
-    cases = run.cases
-    if base is not None:
-        mismatch = env_mismatch(run.environment, base.get("environment", {}))
+    def check_env(environment: dict[str, Any]) -> None:
+        """Before any case runs: --strict-env fails in seconds, not after the benchmark."""
+        if base is None:
+            return
+        mismatch = env_mismatch(environment, base.get("environment", {}))
         if mismatch:
             msg = "baseline from a different environment: " + "; ".join(mismatch)
             if strict_env:
                 raise InputError(msg, hint="drop --strict-env to compare anyway")
             warn(msg)
+
+    run = run_profile(cfg, planned, recalibrate, HOOKS, before_cases=check_env)
+    cases = run.cases
+    if base is not None:
         cases = apply_baseline(cases, base, regression_threshold)
     failed = [c for c in cases if c.verdict != "pass"]
     extra: dict[str, Any] = {"interrupted": True} if run.interrupted else {}
@@ -150,6 +165,21 @@ def _load_baseline(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema_version") != 1 or not isinstance(
             data.get("cases"), list):
         raise InputError(f"--baseline {path}: not a dsconv report (schema_version 1)")
+    for i, case in enumerate(data["cases"]):
+        where = f"--baseline {path}: cases[{i}]"
+        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
+            raise InputError(f"{where}: a case must be an object with a string 'name'")
+        m = case.get("measured")
+        if m is None:
+            continue
+        if not isinstance(m, dict):
+            raise InputError(f"{where}.measured: must be an object, got {type(m).__name__}")
+        for key in ("median_ms", "q1_ms", "q3_ms"):
+            v = m.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    math.isfinite(v) and v > 0):
+                raise InputError(f"{where}.measured.{key}: must be a positive finite number, "
+                                 f"got {v!r}")
     return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,8 @@ def plan_results(cfg: Any, planned: list[PlannedCase]) -> list[ProfileCaseResult
 
 
 def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
-                hooks: Hooks = Hooks()) -> ProfileRun:
+                hooks: Hooks = Hooks(),
+                before_cases: Callable[[dict[str, Any]], None] | None = None) -> ProfileRun:
     """Run every planned case; a case that cannot run is an ``error`` verdict and the rest
     go on. Models are loaded first: an unsafe or broken file is a config error (exit 2)
     before anything is measured."""
@@ -76,6 +78,8 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     opts = MeasureOptions(cfg.device, cfg.dtype, cfg.threads, fmts, cfg.timing.min_time,
                           cfg.timing.warmup)
     session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
+    if before_cases is not None:
+        before_cases(session.environment)
     models = {}
     for pc in planned:
         if pc.model is not None:
@@ -96,8 +100,10 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
             except KeyboardInterrupt:
                 interrupted = True
                 break
-            except (DsconvError, RuntimeError) as e:
-                error = str(e).splitlines()[0] if str(e) else type(e).__name__
+            except (Exception, SystemExit) as e:  # user code never decides the exit code
+                first = str(e).splitlines()[0] if str(e) else ""
+                error = first if isinstance(e, DsconvError) else (
+                    f"{type(e).__name__}: {first}".rstrip(": "))
                 hooks.warn(f"{pc.name}: could not run: {error}")
                 result = ProfileCaseResult(pc.name, _source(pc, cfg),
                                            pc.analytic(cfg.batch, cfg.dtype), {}, "error",

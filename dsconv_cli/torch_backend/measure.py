@@ -7,6 +7,8 @@ Orchestration (which modules, in which order, what the results mean) lives in
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from ..cost import DTYPE_BYTES, Cost
-from ..errors import BackendError
+from ..errors import BackendError, InputError
 from ..results import Measurement, Speedup
 from .runtimes import Runtime, get_runtime
 from .timing import (
@@ -54,15 +56,23 @@ class Session:
     environment: dict[str, Any]
 
 
+def check_threads(threads: int | None) -> None:
+    """1 to this machine's logical CPUs: more makes OpenMP crash (100000 segfaulted)."""
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise InputError(f"--threads must be 1 to {cpus} (this machine's logical CPUs), got "
+                         f"{threads}")
+
+
 def open_session(options: MeasureOptions, recalibrate: bool = False,
                  on_status: Progress | None = None, on_warn: Progress | None = None) -> Session:
     """Check the options against this machine (``InputError`` -> exit 2) and calibrate."""
     from ..errors import InputError
 
-    if options.threads is not None and options.threads <= 0:
-        raise InputError(f"--threads must be >= 1, got {options.threads}")
-    if options.min_time <= 0:
-        raise InputError(f"--min-time must be > 0 seconds, got {options.min_time}")
+    check_threads(options.threads)
+    if not (math.isfinite(options.min_time) and 0 < options.min_time <= 3600):
+        raise InputError(f"--min-time must be a finite number of seconds in (0, 3600], got "
+                         f"{options.min_time}")
     if options.warmup < 0:
         raise InputError(f"--warmup must be >= 0, got {options.warmup}")
     runtime = get_runtime(options.runtime)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -79,7 +78,6 @@ def main() -> None:
     print("\n## ViT-Huge-sized encoder, --arch only (no weights)")
     print(f"params: {params:,} (fp32 weights would be {params * 4 / 1e9:.2f} GB)")
     print(f"peak RSS: {rss:.0f} MB (target < 1024 MB)")
-    print(f"self RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     meas = [*DSCONV, "compare", "--arch", "tests.models:small_resnet", "--input-shape",
             "8,3,64,64", "--measure", "--json", "--depth", "1", "--min-time", "0.3"]

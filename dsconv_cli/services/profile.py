@@ -45,13 +45,23 @@ def _source(pc: PlannedCase, cfg: Any) -> dict[str, Any]:
 def plan_results(cfg: Any, planned: list[PlannedCase]) -> list[ProfileCaseResult]:
     """``--dry-run``: each case with its analytic numbers and the budgets that can be
     checked without measuring; the measured ones are listed as pending."""
-    from ..config import model_file_format
+    from ..config import model_file_format, model_path
+    from ..precheck import arch_problem, unsafe_globals
 
     out = []
     for pc in planned:
         source = _source(pc, cfg)
         if pc.model is not None:
             source["format"] = model_file_format(cfg, pc.index) + ", needs torch"
+            m, key = pc.model, ("cases", pc.index, "model")
+            unsafe = unsafe_globals(model_path(cfg, m))
+            if unsafe and not m.trust_pickle:
+                raise cfg.error(f"{model_path(cfg, m)} holds pickled objects ({unsafe[0]}); "
+                                "a real run refuses it without trust_pickle: true (and "
+                                "--trust-pickle)", (*key, "path"))
+            problem = arch_problem(m.arch, cfg._dir) if m.arch else None
+            if problem:
+                raise cfg.error(f"arch {m.arch!r}: {problem}", (*key, "arch"))
         analytic = pc.analytic(cfg.batch, cfg.dtype)
         static = {k: v for k, v in pc.budget.items() if k not in MEASURED_METRICS}
         out.append(ProfileCaseResult(

@@ -177,6 +177,9 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     shapes: dict[int, tuple[int, ...]] = {}
     x = y_before = None
     if o.input_shape is not None:
+        from .counting import check_forward_fits
+
+        check_forward_fits(model, o.input_shape)
         shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed)
     places = _conv_places(model)
     decisions: list[Decision] = []

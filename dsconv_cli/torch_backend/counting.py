@@ -40,7 +40,7 @@ from ..cost import Cost
 from ..errors import BackendError, InputError
 from . import is_oom
 
-__all__ = ["ModelCount", "ModuleCount", "count_model", "model_cost"]
+__all__ = ["ModelCount", "ModuleCount", "check_forward_fits", "count_model", "model_cost"]
 
 aten = torch.ops.aten
 
@@ -241,10 +241,27 @@ def _tracking(model: nn.Module, stack: list[str], rows: dict[str, ModuleCount],
             h.remove()
 
 
-def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters()}
-    out.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers()})
-    return out
+@contextlib.contextmanager
+def _on_meta(model: nn.Module) -> Iterator[None]:
+    """Every parameter and buffer swapped for a meta stand-in of its shape, and put back
+    afterwards, whatever happens (shared modules and tied weights included): the
+    weights are never copied. (``torch.func.functional_call`` left a tied weight on meta.)"""
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    try:
+        for mod in model.modules():
+            tables: tuple[dict[str, Any], ...] = (mod._parameters, mod._buffers)
+            for table in tables:
+                for name, t in list(table.items()):
+                    if t is None or t.is_meta:
+                        continue
+                    saved.append((table, name, t))
+                    stand_in = torch.empty_like(t, device="meta")
+                    table[name] = (nn.Parameter(stand_in, t.requires_grad)
+                                   if isinstance(t, nn.Parameter) else stand_in)
+        yield
+    finally:
+        for table, name, t in reversed(saved):
+            table[name] = t
 
 
 def _run(model: nn.Module, x: torch.Tensor, on_meta: bool, stack: list[str],
@@ -256,11 +273,9 @@ def _run(model: nn.Module, x: torch.Tensor, on_meta: bool, stack: list[str],
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with _tracking(model, stack, rows, conv_shapes), torch.no_grad(), counter:
-            if on_meta:
-                y = torch.func.functional_call(model, _meta_state(model), (x,), strict=False)
-            else:
-                y = model(x)
+        swap = _on_meta(model) if on_meta else contextlib.nullcontext()
+        with swap, _tracking(model, stack, rows, conv_shapes), torch.no_grad(), counter:
+            y = model(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for m, mode in modes.items():
@@ -286,6 +301,9 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
                             stack, rows, conv_shapes)
     except (Exception, SystemExit) as e:  # an op without a meta kernel, or a real error
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not _meta_only_failure(e):  # a wrong shape fails on meta as it would for real
+            raise _forward_error(model, stack, input_shape, e) from e
+        _check_input_fits(input_shape, dtype)
         stack.clear()
         conv_shapes.clear()
         rows = _fresh_rows(model)
@@ -295,15 +313,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
         try:
             y, uncounted = _run(model, x, False, stack, rows, conv_shapes)
         except (Exception, SystemExit) as e2:
-            where = ""
-            if stack:
-                kind = type(model.get_submodule(stack[-1])).__name__
-                where = f" in {stack[-1] or 'the model'} ({kind})"
-            first = str(e2).splitlines()[0] if str(e2) else type(e2).__name__
-            if is_oom(e2):
-                raise BackendError(f"out of memory running the model{where}: {first}") from e2
-            raise InputError(f"--input-shape {','.join(map(str, input_shape))}: the forward "
-                             f"pass failed{where}: {type(e2).__name__}: {first}") from e2
+            raise _forward_error(model, stack, input_shape, e2) from e2
     out = next((t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)), None)
     if out is None:
         raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor (or "
@@ -315,6 +325,44 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
         counted_on=counted_on, input_shape=tuple(input_shape), output_shape=tuple(out.shape),
         params=_unique_params(model), macs=root.macs, bytes=root.bytes,
         elementwise=root.elementwise, dtype_bytes=esize, conv_shapes=conv_shapes)
+
+
+def _meta_only_failure(e: BaseException) -> bool:
+    """An op that cannot run on meta tensors (no meta kernel, or the forward reads a value:
+    ``.item()``, ``if x.sum() > 0``), as opposed to an error a real forward would raise too."""
+    msg = str(e).lower()
+    return isinstance(e, NotImplementedError) or "meta" in msg or "data-dependent" in msg \
+        or "data pointer" in msg
+
+
+def _forward_error(model: nn.Module, stack: list[str], input_shape: tuple[int, ...],
+                   e: BaseException) -> Exception:
+    """The forward failed: where (the innermost module running) and why; out of memory is
+    the environment (exit 1), anything else the input (exit 2)."""
+    where = ""
+    if stack:
+        kind = type(model.get_submodule(stack[-1])).__name__
+        where = f" in {stack[-1] or 'the model'} ({kind})"
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if is_oom(e):
+        return BackendError(f"out of memory running the model{where}: {first}")
+    return InputError(f"--input-shape {','.join(map(str, input_shape))}: the forward pass "
+                      f"failed{where}: {type(e).__name__}: {first}")
+
+
+def _check_input_fits(input_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Before a forward on real zeros: the input alone must fit in a tenth of free memory."""
+    import os
+
+    need = math.prod(input_shape) * torch.empty((), dtype=dtype).element_size()
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.1 * free:
+        raise InputError(f"--input-shape {','.join(map(str, input_shape))}: the model cannot be "
+                         f"counted on meta tensors, and a real input of {need / 1e9:.1f} GB is "
+                         f"too much for the {free / 1e9:.1f} GB free here")
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -329,6 +377,27 @@ def _materialise(model: nn.Module) -> None:
         with torch.no_grad():
             for t in (*model.parameters(), *model.buffers()):
                 t.zero_()
+
+
+def check_forward_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Before a real forward: estimate its memory from a count on meta (the input, the two
+    largest activations alive at once, the weights) and refuse beyond 80% of what this
+    machine has free (``InputError``: the input shape asked for too much)."""
+    import os
+
+    c = count_model(model, input_shape)
+    outs = sorted((math.prod(r.output_shape) for r in c.modules.values() if r.output_shape),
+                  reverse=True)
+    need = (math.prod(input_shape) + sum(outs[:2]) + c.params) * c.dtype_bytes
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * free:
+        raise InputError(f"--input-shape {','.join(map(str, input_shape))}: a forward needs "
+                         f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB free "
+                         "here (estimated before allocating anything)",
+                         hint="use a smaller batch or image size")
 
 
 def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -> Cost:

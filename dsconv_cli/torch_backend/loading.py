@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import inspect
 import pickle
+import re
 import sys
 import warnings
 import zipfile
@@ -80,10 +81,13 @@ def _torch_load(path: Path, map_location: str, trust_pickle: bool,
                           msg.splitlines()[0] if msg else "unpickling error")
             raise InputError(f"{path}: not a torch file ({detail})") from None
         if not trust_pickle:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+            what = (f"{found.group(1)}, outside torch's weights_only allow-list" if found
+                    else "pickled Python objects")
             raise InputError(
-                f"{path}: holds pickled Python objects (such as a whole nn.Module); loading "
-                "them runs code from the file", hint="pass --trust-pickle only if you trust "
-                "the file, or save and convert a state_dict with --arch") from None
+                f"{path}: holds {what} (a whole nn.Module, or other objects); loading it runs "
+                "code from the file", hint="--trust-pickle loads it, if you trust the file; "
+                "or save a state_dict and pass --arch") from None
     except Exception as e:  # whatever a malformed file makes the unpickler raise
         raise _load_error(path, e) from None
     warn(f"--trust-pickle: unpickling {path} runs code from the file")
@@ -199,6 +203,9 @@ def resolve_arch(spec: str) -> Callable[..., Any]:
 
 
 def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str) -> str | None:
+    if any(v.is_meta for v in sd.values()):
+        raise InputError("the state_dict's tensors are on the meta device (no weights)",
+                         hint="save a state_dict with real weights")
     want = model.state_dict()
     stripped = None
     for prefix in PREFIXES:
@@ -234,7 +241,7 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
     if isinstance(obj, torch.jit.ScriptModule):
         raise InputError(f"{path}: a TorchScript module; dsconv converts eager models")
     if isinstance(obj, nn.Module):
-        return Loaded(obj, "module", str(path))
+        return _checked(Loaded(obj, "module", str(path)))
     if state_dict_key is not None:
         if not isinstance(obj, Mapping) or state_dict_key not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else "-"
@@ -242,14 +249,14 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
                              f"(top-level keys: {keys})")
         obj = obj[state_dict_key]
         if isinstance(obj, nn.Module):
-            return Loaded(obj, "module", str(path))
+            return _checked(Loaded(obj, "module", str(path)))
     elif isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         for k in STATE_DICT_KEYS:
             if _is_tensor_dict(obj.get(k)) or isinstance(obj.get(k), nn.Module):
                 obj = obj[k]
                 break
         if isinstance(obj, nn.Module):
-            return Loaded(obj, "module", str(path))
+            return _checked(Loaded(obj, "module", str(path)))
     if not _is_tensor_dict(obj):
         what = (f"a dict with keys {', '.join(map(str, list(obj)[:8]))}"
                 if isinstance(obj, Mapping) else type(obj).__name__)
@@ -262,7 +269,16 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
     model = build_arch(arch, arch_kwargs or {})
     stripped = _load_state_dict(model, obj, arch)
     notes = [f"stripped key prefix {stripped!r}"] if stripped else []
-    return Loaded(model, "state_dict", str(path), notes)
+    return _checked(Loaded(model, "state_dict", str(path), notes))
+
+
+def _checked(loaded: Loaded) -> Loaded:
+    """A model whose tensors are on the meta device has no weights to convert or time."""
+    if any(t.is_meta for t in (*loaded.model.parameters(), *loaded.model.buffers())):
+        raise InputError(f"{loaded.source}: its tensors are on the meta device (no weights)",
+                         hint="save the model with real weights; to count an architecture "
+                         "without weights, use dsconv compare --arch")
+    return loaded
 
 
 def forward_once(model: nn.Module, shape: tuple[int, ...], seed: int,

@@ -185,9 +185,8 @@ class Calibration:
         for size, copy, read in self.bandwidth:
             if not (math.isfinite(copy) and math.isfinite(read)) or max(copy, read) < MIN_GBPS:
                 return f"bandwidth {max(copy, read)} GB/s at {size} bytes < {MIN_GBPS}"
-        if self.spread > MAX_SPREAD:
-            return f"probes spread {100 * self.spread:.0f}% (median vs best)"
-        return None
+        return None  # the spread is recorded, not judged: a busy machine's best block is
+        # still a peak, and a noisy CI runner must not recalibrate three times per run
 
     def gbps_for(self, working_set: int) -> float:
         """The larger of copy and read bandwidth at the smallest calibrated working set
@@ -209,7 +208,6 @@ def _cache_file() -> Path:
 
 MIN_PEAK_GFLOPS = 1.0
 MIN_GBPS = 0.5
-MAX_SPREAD = 1.0
 CAL_ATTEMPTS = 3
 
 

@@ -8,6 +8,7 @@ pydantic and YAML stay in the config module.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,18 @@ class PlannedCase:
 
 
 def plan_cases(cfg: Any, only: list[str] | None = None) -> list[PlannedCase]:
-    """Expand sweeps and resolve every case; ``only`` globs select cases by name."""
+    """Expand sweeps and resolve every case; ``only`` globs select cases by name. The case
+    count comes from the list lengths before any case is built, so a sweep of 10^9 is
+    refused in microseconds, not after filling memory."""
+    total = 0
+    for i, c in enumerate(cfg.cases):
+        raw = c.layer.model_dump(exclude_none=True) if c.layer is not None else {}
+        total += math.prod(len(v) if isinstance(v, list) else 1 for v in raw.values())
+        if total > cfg.max_cases:
+            raise cfg.error(f"{total:,} cases after expanding sweeps up to this one, more "
+                            f"than max_cases ({cfg.max_cases:,})",
+                            ("cases", i, "layer" if c.layer is not None else "name"),
+                            hint="narrow the lists or raise max_cases")
     out: list[PlannedCase] = []
     for i, c in enumerate(cfg.cases):
         budget = merged_budget(cfg, c)

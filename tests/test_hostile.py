@@ -359,3 +359,12 @@ def test_foreign_pickle_is_named_and_trust_pickle_loads_it(tmp_path: Path) -> No
     c = cfg(tmp_path, "timing: {min_time: 0.01, warmup: 1}\ncases:\n  - name: a\n    model: "
                       "{path: m.pt, input_shape: [1, 3, 32, 32], trust_pickle: true}\n")
     assert run("profile", c, "--trust-pickle").exit_code == 0
+
+
+def test_a_billion_case_sweep_is_refused_at_once(tmp_path: Path) -> None:
+    values = ", ".join(str(i) for i in range(1, 1001))
+    c = cfg(tmp_path, f"max_cases: 100000\ncases:\n  - name: a\n    layer: {{in: [{values}], "
+                      f"hw: [{values}], out: [{values}]}}\n")
+    t0 = time.perf_counter()
+    err = one_line(run("profile", c, "--dry-run"))
+    assert "1,000,000,000 cases" in err and time.perf_counter() - t0 < 5

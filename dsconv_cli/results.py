@@ -95,12 +95,17 @@ class BlockStats:
     memory_format: str
 
     def rounded(self) -> dict[str, Any]:
-        """The fields, floats rounded to nanoseconds."""
+        """The fields, floats rounded to nanoseconds (the raw samples go with the
+        measurement separately)."""
         return {f.name: round(v, 6) if isinstance(v, float) else v
-                for f in dataclasses.fields(BlockStats) for v in [getattr(self, f.name)]}
+                for f in dataclasses.fields(BlockStats) for v in [getattr(self, f.name)]
+                if f.name != "samples_ms"}
+
+    #: every block's per-call time, for A/B tests against a stored baseline
+    samples_ms: Optional[list[float]] = optional()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Measurement(BlockStats):
     """One timed module in one layout: block statistics and its roofline context."""
 
@@ -173,6 +178,23 @@ class Speedup:
     memory_format: Optional[str] = optional()
     #: why the measured figure cannot be taken at face value (above theory beyond noise)
     flag: Optional[str] = optional()
+    #: from the interleaved A/B (see dsconv_cli.stats): Hodges-Lehmann ratio, its 95%
+    #: interval, the two-sided Mann-Whitney p, the verdict and the minimum detectable effect
+    estimate: Optional[float] = optional()
+    ci95: Optional[list[float]] = optional()
+    p_value: Optional[float] = optional()
+    verdict: Optional[Literal["faster", "slower", "no difference detected"]] = optional()
+    mde: Optional[float] = optional()
+    rounds: Optional[int] = optional()
+
+    def with_ab(self, ab: Any) -> Speedup:
+        """This speedup with an :class:`dsconv_cli.stats.ABResult` (A = the faster-hoped
+        side, so above 1 means it is faster)."""
+        return dataclasses.replace(
+            self, estimate=round(ab.estimate, 4), ci95=[round(ab.ci95[0], 4),
+                                                        round(ab.ci95[1], 4)],
+            p_value=float(f"{ab.p_value:.4g}"), verdict=ab.verdict, mde=round(ab.mde, 4),
+            rounds=ab.n[0])
 
 
 @dataclass(frozen=True)

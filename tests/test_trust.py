@@ -230,8 +230,10 @@ def _m(median: float, iqr: float = 0.0, lo: float | None = None, hi: float | Non
        gflops: float = 10.0, bound: str = "memory") -> Measurement:
     lo = median if lo is None else lo
     hi = median if hi is None else hi
-    return Measurement(median, iqr, median, median, lo, hi, 5, 50, "nchw", gflops, 1.0,
-                       median / 2, bound, 0.5, None)  # type: ignore[arg-type]
+    return Measurement(median_ms=median, iqr_ms=iqr, q1_ms=median, q3_ms=median, min_ms=lo,
+                       max_ms=hi, runs=5, calls=50, memory_format="nchw", gflops=gflops,
+                       gbps=1.0, bound_ms=median / 2, bound=bound,  # type: ignore[arg-type]
+                       roofline_fraction=0.5, flag=None)
 
 
 def test_roofline_flags_outliers_and_noise() -> None:

@@ -35,6 +35,7 @@ from .options import (
     MinTimeOpt,
     RecalibrateOpt,
     ReportOpt,
+    RoundsOpt,
     StateDictKeyOpt,
     ThreadsOpt,
     TrustPickleOpt,
@@ -170,6 +171,7 @@ def compare(
     memory_format: MemoryFormatOpt = MemoryFormat.nchw,
     min_time: MinTimeOpt = 0.2,
     warmup: WarmupOpt = 3,
+    rounds: RoundsOpt = 10,
     recalibrate: RecalibrateOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     as_json: JsonOpt = False,
@@ -220,7 +222,7 @@ def compare(
         if vs is Versus.ds and not measure:
             raise InputError("Invalid value for '--vs': ds measures the model against its "
                              "conversion: add --measure")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup)
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
                 if measure else None)
         return compare_network(
             model, arch, arch_kwargs, trust_pickle, state_dict_key, map_location, input_shape,
@@ -238,7 +240,7 @@ def compare(
             what = option_name(given[0]) if given else "--kind"
             raise InputError(f"Invalid value for '{what}': layer options do not apply with "
                              "--model")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup)
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
                 if measure else None)
         return compare_model(model, width, resolution, classes, vs, per_layer, batch, dtype,
                              opts, recalibrate, fmt, as_json, reports)
@@ -254,7 +256,7 @@ def compare(
         return
     from ..services.compare import measure_layers
 
-    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup)
+    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
     run = measure_layers(cases, opts, recalibrate, HOOKS)
     extra = {"interrupted": True} if run.failed == "interrupted" else {}
     emit(envelope(run.cases, environment=run.environment, **extra), compare_view, fmt,
@@ -264,12 +266,16 @@ def compare(
 
 
 def measure_options(device: Device, dtype: Dtype, threads: int | None,
-                    memory_format: MemoryFormat, min_time: float, warmup: int) -> Any:
+                    memory_format: MemoryFormat, min_time: float, warmup: int,
+                    rounds: int = 10) -> Any:
     from ..torch_backend.timing import MeasureOptions
 
+    if not 10 <= rounds <= 10_000:
+        raise InputError(f"--rounds must be 10 to 10,000, got {rounds}")
     fmts = (("nchw", "channels_last") if memory_format is MemoryFormat.both
             else (memory_format.value,))
-    return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup)
+    return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup,
+                          rounds=rounds)
 
 
 def compare_model(name: str, width: float | None, resolution: int | None,

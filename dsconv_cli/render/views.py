@@ -54,6 +54,21 @@ def fmt_ratio(x: float | None) -> str:
     return "-" if x is None else Cell(f"{x:.2f}x", round(x, 4))
 
 
+def fmt_speedup(sp: dict[str, Any] | None, short: bool = False) -> str:
+    """``3.21x [3.10, 3.33]``: the A/B estimate and its 95% interval (with the p-value and
+    verdict unless ``short``); a plain ratio of medians where no A/B ran."""
+    if not sp:
+        return "-"
+    if sp.get("estimate") is None:
+        return fmt_ratio(sp.get("measured"))
+    lo, hi = sp["ci95"]
+    text = f"{sp['estimate']:.2f}x [{lo:.2f}, {hi:.2f}]"
+    if short:
+        return text
+    return (f"{text} (95% CI, interleaved A/B over {sp['rounds']} rounds: p={sp['p_value']:.2g}, "
+            f"{sp['verdict']}; smallest detectable change {100 * sp['mde']:.1f}%)")
+
+
 def fmt_shape(s: Iterable[int]) -> str:
     s = list(s)
     return str(s[0]) if len(s) == 2 and s[0] == s[1] else "x".join(str(v) for v in s)
@@ -124,7 +139,7 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
         t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> {change}")
     sp = case.get("speedup")
     if sp:
-        t.notes.append(f"Measured speedup: {fmt_ratio(sp['measured'])}"
+        t.notes.append(f"Measured speedup: {fmt_speedup(sp)}"
                        + ("! (implausible, see below)" if sp.get("flag") else "")
                        + f" (theoretical {fmt_ratio(sp['theoretical'])}); best layout: "
                        f"{sp.get('memory_format', '-')}")
@@ -160,7 +175,7 @@ def compare_view(env: dict[str, Any]) -> list[Table]:
             sm, cm = std.get("measured"), cand.get("measured")
             row += [f"{sm['median_ms']:.3f}" if sm else "-",
                     f"{cm['median_ms']:.3f}" if cm else "-",
-                    fmt_ratio(c.get("speedup", {}).get("measured"))]
+                    fmt_speedup(c.get("speedup"), short=True)]
         t.rows.append(row)
     t.notes.append(COUNTING_NOTE)
     return [t]

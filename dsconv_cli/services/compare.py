@@ -42,7 +42,7 @@ def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
     session = _session(opts, recalibrate, hooks)
     done: list[ComparedCase] = []
     failed: str | None = None
-    steps = sum(2 + len(getattr(c.candidate, "parts", ())) for c in cases)
+    steps = sum(3 + len(getattr(c.candidate, "parts", ())) for c in cases)
     try:
         with hooks.progress(steps, "measuring") as advance:
             for case in cases:
@@ -61,8 +61,15 @@ def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
 def measure_layer(case: LayerCase, session: Any,
                   advance: Any = None) -> ComparedCase:
     """One layer case timed: the standard side, the candidate block and each of its parts."""
+    from ..stats import compare_samples
     from ..torch_backend.build import build
-    from ..torch_backend.measure import SkipCase, check_memory, is_oom, measure_module
+    from ..torch_backend.measure import (
+        SkipCase,
+        ab_modules,
+        check_memory,
+        is_oom,
+        measure_module,
+    )
 
     base = case.to_result()
     std, cand = case.costs()
@@ -89,9 +96,16 @@ def measure_layer(case: LayerCase, session: Any,
     standard = base.standard.timed(*timed["standard"])
     candidate = dataclasses.replace(base.candidate.timed(*timed[cand.kind]), parts=parts)
     assert standard.measured and candidate.measured
+    if advance:
+        advance(f"{case.name}: A/B")
+    cand_ab, std_ab = ab_modules(partial(build, case.candidate), cand.input_shape,
+                                 candidate.measured.memory_format, partial(build, case.standard),
+                                 std.input_shape, standard.measured.memory_format, session)
+    ab = compare_samples(cand_ab.samples_ms or [], std_ab.samples_ms or [])
     speedup = Speedup(
         measured=round(standard.measured.median_ms / candidate.measured.median_ms, 4),
-        theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format)
+        theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format,
+    ).with_ab(ab)
     out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup)
     flag = implausible_speedup(out)
     if flag:
@@ -124,12 +138,19 @@ def implausible_speedup(case: ComparedCase) -> str | None:
     sp, std, cand = case.speedup, case.standard.measured, case.candidate.measured
     if sp is None or sp.measured is None or not sp.theoretical or std is None or cand is None:
         return None
+    value = headline(sp)
     noise = max(0.1, _noise(std) + _noise(cand))
-    if sp.measured > sp.theoretical * (1 + noise):
-        return (f"measured {sp.measured:.2f}x is above the theoretical {sp.theoretical:.2f}x "
+    above = sp.ci95[0] > sp.theoretical if sp.ci95 else value > sp.theoretical * (1 + noise)
+    if above and value > sp.theoretical * (1 + noise):
+        return (f"measured {value:.2f}x is above the theoretical {sp.theoretical:.2f}x "
                 f"by more than the noise ({100 * noise:.0f}%): implausible, likely a noisy "
                 "run; re-run with a longer --min-time")
     return None
+
+
+def headline(sp: Speedup) -> float:
+    """The speedup to quote: the interleaved A/B estimate when there is one."""
+    return sp.estimate if sp.estimate is not None else (sp.measured or 0.0)
 
 
 def explain(case: ComparedCase) -> str:
@@ -140,7 +161,7 @@ def explain(case: ComparedCase) -> str:
     assert sp is not None and sp.measured is not None
     std, cand = case.standard.measured, case.candidate.measured
     assert std is not None and cand is not None
-    measured, theory = sp.measured, sp.theoretical or 0.0
+    measured, theory = headline(sp), sp.theoretical or 0.0
     implausible = implausible_speedup(case)
     if implausible:
         return implausible

@@ -156,6 +156,21 @@ def module_times(model: nn.Module, shape: tuple[int, ...], memory_format: str, s
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def ab_modules(make_a: Callable[[], nn.Module], shape_a: tuple[int, ...], fmt_a: str,
+               make_b: Callable[[], nn.Module], shape_b: tuple[int, ...], fmt_b: str,
+               s: Session) -> tuple[Any, Any]:
+    """Two modules timed interleaved (``timing.ab_time``), each in its layout, in the
+    session's runtime; returns both sides' block statistics."""
+    from .timing import ab_time
+
+    ma, xa = prepare(make_a(), shape_a, s.device, s.dtype, fmt_a)
+    mb, xb = prepare(make_b(), shape_b, s.device, s.dtype, fmt_b, seed=1)
+    return ab_time(s.runtime.prepare(ma, xa), s.runtime.prepare(mb, xb), s.device,
+                   min_time=s.options.min_time, rounds=s.options.rounds,
+                   warmup=s.options.warmup, threads=s.options.threads,
+                   formats=(fmt_a, fmt_b))
+
+
 def check_memory(need: int, s: Session, what: str) -> None:
     free = available_memory(s.device)
     if need > 0.8 * free:

@@ -52,6 +52,8 @@ class MeasureOptions:
     min_time: float = 0.2
     warmup: int = 3
     runtime: str = "eager"
+    #: interleaved A/B rounds (blocks per side) wherever two things are timed together
+    rounds: int = 10
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,13 +121,59 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, w
         samples = [t / number for t in m.raw_times]
         while len(samples) < min_runs:
             samples.append(timer.timeit(number).raw_times[0] / number)
+    return block_stats(samples, number, memory_format)
+
+
+def block_stats(samples: list[float], number: int, memory_format: str) -> BlockStats:
+    """Statistics of per-call seconds over blocks of ``number`` calls each."""
     q = statistics.quantiles(samples, n=4, method="inclusive")
     return BlockStats(
         median_ms=statistics.median(samples) * 1e3, iqr_ms=(q[2] - q[0]) * 1e3,
         q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
         min_ms=min(samples) * 1e3, max_ms=max(samples) * 1e3, runs=len(samples),
         calls=len(samples) * number, memory_format=memory_format,
+        samples_ms=[round(s * 1e3, 6) for s in samples],
     )
+
+
+def ab_time(fn_a: Callable[[], Any], fn_b: Callable[[], Any], device: torch.device, *,
+            min_time: float, rounds: int, warmup: int, threads: int | None,
+            formats: tuple[str, str] = ("nchw", "nchw"), seed: int = 0
+            ) -> tuple[BlockStats, BlockStats]:
+    """A and B timed interleaved in one process: ``rounds`` rounds (at least 10), each one
+    Timer block of A and one of B in random order, so drift and a noisy neighbour hit both
+    alike. Each side gets about ``min_time`` seconds in all; a block is as many calls as
+    fit ``min_time / rounds``."""
+    import random
+
+    rounds = max(10, rounds)
+    nthreads = threads or torch.get_num_threads()
+    timers = {"a": Timer(stmt="fn()", globals={"fn": fn_a}, num_threads=nthreads),
+              "b": Timer(stmt="fn()", globals={"fn": fn_b}, num_threads=nthreads)}
+    fns = {"a": fn_a, "b": fn_b}
+    numbers: dict[str, int] = {}
+    samples: dict[str, list[float]] = {"a": [], "b": []}
+    rng = random.Random(seed)
+    with torch.inference_mode():
+        before = torch.get_num_threads()
+        torch.set_num_threads(nthreads)
+        try:
+            for side in ("a", "b"):
+                for _ in range(max(1, warmup)):
+                    fns[side]()
+                _sync(device)
+                one = timers[side].timeit(1).raw_times[0]
+                numbers[side] = max(1, int(min_time / rounds / max(one, 1e-7)))
+        finally:
+            torch.set_num_threads(before)
+        for _ in range(rounds):
+            order = ["a", "b"]
+            rng.shuffle(order)
+            for side in order:
+                n = numbers[side]
+                samples[side].append(timers[side].timeit(n).raw_times[0] / n)
+    return (block_stats(samples["a"], numbers["a"], formats[0]),
+            block_stats(samples["b"], numbers["b"], formats[1]))
 
 
 def device_name(device: torch.device) -> str:
@@ -364,7 +412,7 @@ def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration)
                      f"around a median of {timing.median_ms:.3f} ms")
     flag = "; ".join(flags) or None
     return Measurement(
-        **timing.rounded(),
+        **timing.rounded(), samples_ms=timing.samples_ms,
         gflops=round(flops / sec / 1e9, 3) if sec else 0.0,
         gbps=round(bytes_moved / sec / 1e9, 3) if sec else 0.0,
         bound_ms=round(bound, 6),

@@ -157,10 +157,17 @@ def compare(
         help="Input resolution of --model (default 224).", rich_help_panel=MODEL)] = None,
     classes: Annotated[Optional[int], typer.Option(
         help="Classifier classes of --model (default 1000).", rich_help_panel=MODEL)] = None,
-    vs: Annotated[Optional[Versus], typer.Option(
-        "--vs", help="full-conv (presets): the same network with every depthwise+pointwise "
-        "pair replaced by a dense conv; ds (a model, with --measure): the model converted in "
-        "memory, measured beside it.", rich_help_panel=MODEL)] = None,
+    vs: Annotated[Optional[str], typer.Option(
+        "--vs", help="full-conv (presets): every depthwise+pointwise pair replaced by a dense "
+        "conv. For a model: ds (converted in memory), a preset name, or a model FILE (loaded "
+        "like --model; a state_dict needs --vs-arch): per-layer differences and, with "
+        "--measure, an interleaved A/B.", rich_help_panel=MODEL)] = None,
+    vs_arch: Annotated[Optional[str], typer.Option(
+        "--vs-arch", help="Builds --vs FILE when it holds a state_dict.",
+        rich_help_panel=MODEL)] = None,
+    vs_arch_kwargs: Annotated[Optional[str], typer.Option(
+        "--vs-arch-kwargs", help="JSON keyword arguments for --vs-arch.",
+        rich_help_panel=MODEL)] = None,
     per_layer: Annotated[bool, typer.Option(
         "--per-layer", help="List every layer of --model.", rich_help_panel=MODEL)] = False,
     measure: Annotated[bool, typer.Option(
@@ -216,25 +223,26 @@ def compare(
         for opt_name, opt_value in preset_only.items():
             if opt_value is not None:
                 raise InputError(f"Invalid value for '{opt_name}': applies to presets only")
-        if vs is Versus.full_conv:
+        if vs == Versus.full_conv.value:
             raise InputError("Invalid value for '--vs': full-conv applies to presets; a "
-                             "model takes --vs ds")
-        if vs is Versus.ds and not measure:
-            raise InputError("Invalid value for '--vs': ds measures the model against its "
-                             "conversion: add --measure")
+                             "model takes ds, a preset name or a model file")
         opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
                 if measure else None)
         return compare_network(
             model, arch, arch_kwargs, trust_pickle, state_dict_key, map_location, input_shape,
             batch, depth_multiplier, min_channels, include, exclude, depth, strict,
-            vs is Versus.ds, opts, recalibrate, fmt, as_json, reports)
+            vs, vs_arch, vs_arch_kwargs, opts, recalibrate, fmt, as_json, reports)
     for opt_name, opt_value in network.items():
         if opt_value is not None:
             raise InputError(f"Invalid value for '{opt_name}': needs --model FILE or --arch")
+    for opt_name, opt_value in {"--vs-arch": vs_arch, "--vs-arch-kwargs": vs_arch_kwargs
+                                }.items():
+        if opt_value is not None:
+            raise InputError(f"Invalid value for '{opt_name}': needs --vs FILE with a model")
     if model is not None:
-        if vs is Versus.ds:
-            raise InputError("Invalid value for '--vs': ds applies to a model file or --arch; "
-                             "a preset takes --vs full-conv")
+        if vs not in (None, Versus.full_conv.value):
+            raise InputError(f"Invalid value for '--vs': {vs!r}; a preset takes --vs "
+                             "full-conv (ds, presets and files apply to a model)")
         given = [f for f, v in values.items() if v is not None and f not in ("kind", "batch")]
         if given or kind is not Kind.separable:  # type: ignore[attr-defined]
             what = option_name(given[0]) if given else "--kind"
@@ -242,7 +250,8 @@ def compare(
                              "--model")
         opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
                 if measure else None)
-        return compare_model(model, width, resolution, classes, vs, per_layer, batch, dtype,
+        return compare_model(model, width, resolution, classes,
+                             Versus.full_conv if vs else None, per_layer, batch, dtype,
                              opts, recalibrate, fmt, as_json, reports)
     for opt_name, opt_value in model_opts.items():
         if opt_value is not None:
@@ -313,7 +322,8 @@ def compare_network(model: str | None, arch: str | None, arch_kwargs: str | None
                     trust_pickle: bool, state_dict_key: str | None, map_location: str,
                     input_shape: str | None, batch: str | None, depth_multiplier: str | None,
                     min_channels: int, include: list[str] | None, exclude: list[str] | None,
-                    depth: int, strict: bool, vs_ds: bool, opts: Any, recalibrate: bool,
+                    depth: int, strict: bool, vs: str | None, vs_arch: str | None,
+                    vs_arch_kwargs: str | None, opts: Any, recalibrate: bool,
                     fmt: OutputFormat, as_json: bool, reports: Any) -> None:
     """A saved model or an architecture: per-module counts, DS opportunity, measurements."""
     from pathlib import Path
@@ -353,9 +363,16 @@ def compare_network(model: str | None, arch: str | None, arch_kwargs: str | None
     plan = PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m)
     net = load_source(src, weights=opts is not None, hooks=HOOKS)
     result = analyse(net, src, shape, plan)
+    other = None
+    if vs is not None:
+        from ..services.analyse import versus
+
+        other = versus(vs, net, src, shape, plan, vs_arch, parse_arch_kwargs(vs_arch_kwargs),
+                       weights=opts is not None, hooks=HOOKS)
+        result = other.annotate(result)
     environment = None
     if opts is not None:
-        result, environment = measure(result, net, shape, plan, vs_ds, opts, recalibrate,
+        result, environment = measure(result, net, shape, plan, other, opts, recalibrate,
                                       depth, HOOKS)
     env = envelope([result], environment=environment)
     env["cases"][0]["depth_shown"] = depth

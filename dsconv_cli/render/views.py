@@ -400,11 +400,26 @@ def model_view(env: dict[str, Any]) -> list[Table]:
             t.notes.append(f"Whole model: {mm['median_ms']:.3f} ms median "
                            f"({mm['memory_format']}); per-module times: "
                            f"{case.get('attribution', '-')}.")
-        sp = case.get("speedup")
-        if sp:
-            t.notes.append(f"Measured speedup of the DS form (--vs ds, time now / time "
-                           f"converted): {fmt_ratio(sp['measured'])} (theoretical "
-                           f"{fmt_ratio(sp['theoretical'])}: MACs now / MACs converted).")
+        vs, sp = case.get("vs"), case.get("speedup")
+        if vs and vs.get("totals"):
+            vt = vs["totals"]
+            t.notes.append(f"--vs {vs['source']}: {fmt_int(vt['params'])} params, "
+                           f"{fmt_int(vt['macs'])} MACs; {len(vs.get('layers', []))} common "
+                           f"module(s) differ, {vs.get('only_in_model', 0)} only in the model, "
+                           f"{vs.get('only_in_vs', 0)} only in --vs.")
+            for d in vs.get("layers", [])[:10]:
+                t.notes.append(f"  {d['name'] or '(model)'}: params {fmt_int(d['params'][0])} "
+                               f"-> {fmt_int(d['params'][1])}, MACs {fmt_int(d['macs'][0])} -> "
+                               f"{fmt_int(d['macs'][1])}")
+        if sp and vs:
+            if vs["kind"] == "ds":
+                t.notes.append(f"Measured speedup of the DS form (time now / time converted): "
+                               f"{fmt_speedup(sp)}; theoretical {fmt_ratio(sp['theoretical'])} "
+                               "(MACs now / MACs converted).")
+            else:
+                t.notes.append(f"Measured speedup over --vs {vs['source']} (time vs / time "
+                               f"model): {fmt_speedup(sp)}; MACs ratio "
+                               f"{fmt_ratio(sp['theoretical'])}.")
         if not m["counted_on"].startswith("meta"):
             t.notes.append(f"Counted on {m['counted_on']}.")
         unc = case["uncounted"]

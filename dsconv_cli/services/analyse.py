@@ -137,19 +137,96 @@ def analyse(model: Any, src: ModelSource, input_shape: tuple[int, ...], plan: Pl
     )
 
 
+# --------------------------------------------------------------------------- versus
+
+@dataclass
+class Other:
+    """What a model is compared with (``--vs``): its conversion, a preset or a file."""
+
+    kind: str  # "ds" | "preset" | "file"
+    label: str
+    model: Any
+    analysis: ModelAnalysis | None = None
+
+    def annotate(self, a: ModelAnalysis) -> ModelAnalysis:
+        """The analysis with the other model's totals and the per-layer differences."""
+        vs: dict[str, Any] = {"kind": self.kind, "source": self.label}
+        if self.analysis is not None:
+            b = self.analysis
+            vs["totals"] = {k: b.totals[k] for k in ("params", "macs", "flops")}
+            mine = {r.name: r for r in a.layers}
+            theirs = {r.name: r for r in b.layers}
+            vs["layers"] = [
+                {"name": n, "params": [mine[n].params, theirs[n].params],
+                 "macs": [mine[n].macs, theirs[n].macs]}
+                for n in mine if n in theirs and (mine[n].params, mine[n].macs) != (
+                    theirs[n].params, theirs[n].macs)]
+            vs["only_in_model"] = sum(1 for n in mine if n not in theirs)
+            vs["only_in_vs"] = sum(1 for n in theirs if n not in mine)
+        return dataclasses.replace(a, vs=vs)
+
+
+def versus(spec: str, model: Any, src: ModelSource, shape: tuple[int, ...], plan: PlanOptions,
+           vs_arch: str | None, vs_kwargs: dict[str, Any], weights: bool,
+           hooks: Hooks = Hooks()) -> Other:
+    """``--vs``: ``ds`` (the model converted in memory; needs its weights, so --measure),
+    a preset name, or a model file loaded like ``--model``."""
+    from ..presets import PRESETS, get_preset
+
+    if spec == "ds":
+        if not weights:
+            raise InputError("Invalid value for '--vs': ds measures the model against its "
+                             "conversion: add --measure")
+        import copy
+
+        from ..torch_backend.convert import ConvertOptions, convert_model
+        from ..torch_backend.loading import Loaded
+
+        converted = copy.deepcopy(model)
+        convert_model(Loaded(converted, "module", "in memory"), ConvertOptions(plan, shape))
+        other = Other("ds", "the model converted in memory", converted)
+    elif spec in PRESETS:
+        from ..torch_backend.build import build_preset
+
+        def build() -> Any:
+            return build_preset(get_preset(spec, **vs_kwargs))
+
+        if weights:
+            net = build()
+        else:
+            import torch
+
+            with torch.device("meta"):
+                net = build()
+        other = Other("preset", spec, net)
+    elif looks_like_file(spec):
+        vsrc = ModelSource(Path(spec), vs_arch, vs_kwargs, src.trust_pickle, None,
+                           src.map_location)
+        if not Path(spec).is_file():
+            raise InputError(f"--vs {spec}: no such file")
+        other = Other("file", spec, load_source(vsrc, weights=True, hooks=hooks))
+    else:
+        raise InputError(f"Invalid value for '--vs': {spec!r} is not ds, a preset "
+                         f"({', '.join(PRESETS)}) or a model file")
+    other.analysis = analyse(other.model, ModelSource(arch=other.label), shape, plan,
+                             name=other.label)
+    return other
+
+
 # --------------------------------------------------------------------------- measuring
 
-def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...], plan: PlanOptions,
-            vs_ds: bool, opts: Any, recalibrate: bool, depth: int,
+def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
+            plan: PlanOptions, other: Other | None, opts: Any, recalibrate: bool, depth: int,
             hooks: Hooks = Hooks()) -> tuple[ModelAnalysis, dict[str, Any]]:
     """Whole-model medians per layout; each module's time (hooks) beside its MAC share and
-    roofline fraction; with ``vs_ds`` the model converted in memory, measured the same way,
-    per layer and whole. Returns the analysis with measurements and the environment."""
+    roofline fraction; with ``other`` (``--vs``) an interleaved A/B of the two models:
+    speedup = time(other) / time(model), with its 95% interval, and per-module speedups
+    where the modules match (``--vs ds``). Returns the analysis and the environment."""
     import copy
 
-    from ..torch_backend.convert import ConvertOptions, convert_model
-    from ..torch_backend.loading import Loaded
+    from ..stats import compare_samples
     from ..torch_backend.measure import (
+        ab_modules,
         check_memory,
         measure_module,
         module_times,
@@ -161,7 +238,7 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...], p
     peak = max((_numel(r.output_shape) for r in analysis.layers if r.output_shape), default=0)
     check_memory(3 * (analysis.totals["params"] + peak) * e, session, analysis.name)
     cost = _as_cost(analysis, e)
-    with hooks.progress(2 + 2 * vs_ds, "measuring") as advance:
+    with hooks.progress(2 + 3 * (other is not None), "measuring") as advance:
         advance(f"{analysis.name}: whole model")
         best, by_fmt = measure_module(lambda: copy.deepcopy(model), input_shape, cost, session)
         advance(f"{analysis.name}: per module")
@@ -172,33 +249,43 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...], p
                                   attribution="forward pre/post hooks around each module "
                                   "(one synchronised clock per call, median of the runs); "
                                   "'other' = whole-model median minus the top-level modules")
-        if not vs_ds:
+        if other is None or other.analysis is None:
             return out, session.environment
-        converted = copy.deepcopy(model)
-        convert_model(Loaded(converted, "module", "in memory"),
-                      ConvertOptions(plan, input_shape))
-        after = analyse(converted, ModelSource(arch="converted in memory"), input_shape, plan)
-        advance(f"{analysis.name}: converted")
-        ds_best, _ = measure_module(lambda: copy.deepcopy(converted), input_shape,
-                                    _as_cost(after, e), session)
-        advance(f"{analysis.name}: converted per module")
-        ds_per = module_times(copy.deepcopy(converted), input_shape, ds_best.memory_format,
-                              session, max_depth=depth)
+        advance(f"{other.label}: whole model")
+        o_best, _ = measure_module(lambda: copy.deepcopy(other.model), input_shape,
+                                   _as_cost(other.analysis, e), session)
+        advance(f"{other.label}: per module")
+        o_per = module_times(copy.deepcopy(other.model), input_shape, o_best.memory_format,
+                             session, max_depth=depth)
+        advance(f"{analysis.name} vs {other.label}: A/B")
+        mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, best.memory_format,
+                                  lambda: copy.deepcopy(other.model), input_shape,
+                                  o_best.memory_format, session)
+    ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
     rows = []
     for r in out.layers:
-        mine, theirs = per.get(_key(r.name)), ds_per.get(_key(r.name))
+        t_mine, t_theirs = per.get(_key(r.name)), o_per.get(_key(r.name))
         macs_ds = r.ds.macs if r.ds is not None else r.macs_if_ds
-        if macs_ds and mine and theirs:
+        if other.kind == "ds" and macs_ds and t_mine and t_theirs:
             r = dataclasses.replace(r, speedup=Speedup(
-                measured=round(mine / theirs, 4), theoretical=round(r.macs / macs_ds, 4)))
+                measured=round(t_mine / t_theirs, 4),
+                theoretical=round(r.macs / macs_ds, 4)))
         rows.append(r)
-    whole = Speedup(measured=round(best.median_ms / ds_best.median_ms, 4),
-                    theoretical=analysis.ds_opportunity["reduction_macs"],
-                    memory_format=ds_best.memory_format)
-    out = dataclasses.replace(out, layers=rows, speedup=whole, vs={
-        "kind": "ds", "totals": {k: after.totals[k] for k in ("params", "macs", "flops")},
-        "measured": ds_best})
-    return out, session.environment
+    o_macs = other.analysis.totals["macs"]
+    # speedup of the model over what it is compared with: time(vs) / time(model); for
+    # --vs ds the question is the other way round (how much the conversion buys)
+    if other.kind == "ds":
+        sp = Speedup(measured=round(best.median_ms / o_best.median_ms, 4),
+                     theoretical=round(analysis.totals["macs"] / o_macs, 4) if o_macs else None,
+                     memory_format=o_best.memory_format).with_ab(
+            compare_samples(theirs.samples_ms or [], mine.samples_ms or []))
+    else:
+        sp = Speedup(measured=round(o_best.median_ms / best.median_ms, 4),
+                     theoretical=round(o_macs / analysis.totals["macs"], 4)
+                     if analysis.totals["macs"] else None,
+                     memory_format=best.memory_format).with_ab(ab)
+    vs = {**(out.vs or {}), "measured": o_best}
+    return dataclasses.replace(out, layers=rows, speedup=sp, vs=vs), session.environment
 
 
 def _key(name: str) -> str:

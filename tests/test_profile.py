@@ -100,11 +100,13 @@ def test_smoke_config_really_runs(configs: Path, tmp_path: Path,
         for c in base["cases"]:
             for k in ("median_ms", "q1_ms", "q3_ms"):
                 c["measured"][k] *= scale
+            c["measured"]["samples_ms"] = [x * scale for x in c["measured"]["samples_ms"]]
         (tmp_path / f"base{scale}.json").write_text(json.dumps(base))
         r = profile(configs / "smoke.yaml", "--baseline", tmp_path / f"base{scale}.json",
                     "--json", "--only", "seed*")
         (case,) = json.loads(r.stdout)["cases"]
         assert case["baseline"]["status"] == status, case["baseline"]
+        assert case["baseline"]["test"] == "mann-whitney" and case["baseline"]["p_value"] < 0.01
         assert r.exit_code == code or case.get("failures", [""])[0].startswith(
             "max_latency_ms")
         base = json.loads((tmp_path / "base.json").read_text())

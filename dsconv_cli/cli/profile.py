@@ -44,8 +44,13 @@ def profile(
         help="A previous JSON report: per-case change of the median.",
         rich_help_panel=GATE)] = None,
     regression_threshold: Annotated[float, typer.Option(
-        help="Slowdown (fraction) beyond which a case with non-overlapping IQR ranges is a "
-        "regression.", rich_help_panel=GATE)] = DEFAULT_REGRESSION_THRESHOLD,
+        help="Slowdown (fraction) against --baseline beyond which a case is a regression, "
+        "if also significant (Mann-Whitney p < 0.01 on the block times).",
+        rich_help_panel=GATE)] = DEFAULT_REGRESSION_THRESHOLD,
+    normalize: Annotated[bool, typer.Option(
+        "--normalize", help="Against a baseline from another environment, scale its times "
+        "by the ratio of the calibrated peaks (FLOP/s or bandwidth, by each case's bound).",
+        rich_help_panel=GATE)] = False,
     strict_env: Annotated[bool, typer.Option(
         "--strict-env", help="A baseline from another environment is an error, not a "
         "warning.", rich_help_panel=GATE)] = False,
@@ -121,7 +126,7 @@ def profile(
     run = run_profile(cfg, planned, recalibrate, HOOKS, before_cases=check_env)
     cases = run.cases
     if base is not None:
-        cases = apply_baseline(cases, base, regression_threshold)
+        cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
     failed = [c for c in cases if c.verdict != "pass"]
     extra: dict[str, Any] = {"interrupted": True} if run.interrupted else {}
     env = envelope(cases, environment=run.environment, config=str(config),

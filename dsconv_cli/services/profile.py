@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DsconvError, InputError
-from ..gate import check_budget, compare_baseline
+from ..gate import check_budget, compare_baseline, env_mismatch, peak_scale
 from ..results import ProfileCaseResult, Speedup, to_json
 from ..suite import PlannedCase
 from . import Hooks
@@ -164,14 +164,24 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any) -> ProfileCas
                                verdict="fail" if failures else "pass")
 
 
-def apply_baseline(cases: list[ProfileCaseResult], base: dict[str, Any],
-                   threshold: float) -> list[ProfileCaseResult]:
-    """Each case's change against the stored baseline; a regression fails the case."""
+def apply_baseline(cases: list[ProfileCaseResult], base: dict[str, Any], threshold: float,
+                   environment: dict[str, Any], normalize: bool = False
+                   ) -> list[ProfileCaseResult]:
+    """Each case's change against the stored baseline (U test + threshold); a regression
+    fails the case. A baseline from another environment is marked cross-environment and,
+    with ``normalize``, scaled by the ratio of calibrated peaks for the case's bound."""
     by_name = {c.get("name"): c for c in base.get("cases", [])}
+    cross = bool(env_mismatch(environment, base.get("environment", {})))
     out = []
     for c in cases:
         old = by_name.get(c.name, {}).get("measured")
-        check = compare_baseline(to_json(c.measured) if c.measured else None, old, threshold)
+        scale = 1.0
+        if normalize and cross and c.measured is not None:
+            scale = peak_scale(base.get("environment", {}), environment, c.measured.bound)
+        check = compare_baseline(to_json(c.measured) if c.measured else None, old, threshold,
+                                 scale=scale)
+        if cross:
+            check["cross_environment"] = True
         c = dataclasses.replace(c, baseline=check)
         if check["status"] == "regression":
             c = dataclasses.replace(c, verdict="fail", failures=[

@@ -63,6 +63,9 @@ class Budget(StrictModel):
     max_macs: Optional[PosInt] = None
     max_memory_mb: Optional[PosFloat] = Field(None, description="weights + largest live "
                                               "activations, 1 MB = 10^6 bytes")
+    max_slowdown: Optional[PosFloat] = Field(None, description="a model case against its vs: "
+                                             "fails when slower by more than this fraction "
+                                             "and significantly so (p < 0.01); default 0.10")
 
 
 class Defaults(StrictModel):
@@ -98,6 +101,24 @@ class PresetCfg(StrictModel):
     classes: PosInt = 1000
 
 
+class VsCfg(StrictModel):
+    """What a model case is timed against in the same job: a model (the keys of ``model``)
+    or a preset."""
+
+    path: Optional[str] = Field(None, description="relative to the config file")
+    arch: Optional[str] = None
+    arch_kwargs: Optional[dict[str, Any]] = None
+    trust_pickle: bool = False
+    state_dict_key: Optional[str] = None
+    preset: Optional[PresetCfg] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VsCfg:
+        if (self.path is None) == (self.preset is None):
+            raise ValueError("vs needs exactly one of path, preset (or is the string ds)")
+        return self
+
+
 class ModelCfg(StrictModel):
     """A saved model, loaded as safely as ``dsconv convert`` loads it."""
 
@@ -110,6 +131,9 @@ class ModelCfg(StrictModel):
     state_dict_key: Optional[str] = None
     depth_multiplier: PosInt = 1
     min_channels: PosInt = 32
+    vs: Optional[Union[Literal["ds"], VsCfg]] = Field(
+        None, description="timed against this in the same job (interleaved A/B): ds (this "
+        "model converted), a model or a preset; budget max_slowdown gates it")
 
 
 class CaseCfg(StrictModel):
@@ -386,6 +410,9 @@ def load_config(path: Path) -> Config:
 def _check_budgets(cfg: Config) -> None:
     for i, c in enumerate(cfg.cases):
         src = source_of(c)
+        if c.budget.max_slowdown is not None and (c.model is None or c.model.vs is None):
+            raise cfg.error("max_slowdown gates a model case against its vs:, and this case "
+                            "has none", ("cases", i, "budget", "max_slowdown"))
         for metric in c.budget.model_fields_set:
             if getattr(c.budget, metric) is not None and metric not in SOURCE_METRICS[src]:
                 raise cfg.error(f"a {src.replace('+', ' with ')} case has no {metric} (it "
@@ -403,6 +430,17 @@ def check_trust(cfg: Config, *, trust_pickle: bool, trust_code: bool) -> None:
         m = c.model
         if m is None:
             continue
+        vs = m.vs if isinstance(m.vs, VsCfg) else None
+        if vs is not None and vs.trust_pickle and not trust_pickle:
+            raise cfg.error(f"case {c.name!r} sets vs.trust_pickle: true, which lets a model "
+                            "file run code; a config cannot grant that itself",
+                            ("cases", i, "model", "vs", "trust_pickle"),
+                            hint="pass --trust-pickle on the command line if you trust it")
+        if vs is not None and vs.arch is not None and vs.arch not in PRESETS and not trust_code:
+            raise cfg.error(f"case {c.name!r} names code to run (vs.arch: {vs.arch!r}); a "
+                            "config cannot grant that itself",
+                            ("cases", i, "model", "vs", "arch"),
+                            hint="pass --trust-code on the command line if you trust it")
         if m.trust_pickle and not trust_pickle:
             raise cfg.error(f"case {c.name!r} sets trust_pickle: true, which lets its model "
                             "file run code; a config cannot grant that itself",

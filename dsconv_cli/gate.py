@@ -26,6 +26,7 @@ BUDGET_METRICS = {
     "max_params": ("params", "max"),
     "max_macs": ("macs", "max"),
     "max_memory_mb": ("memory_mb", "max"),
+    "max_slowdown": ("slowdown", "max"),
 }
 
 ENV_KEYS = ("device", "device_name", "torch", "threads", "dtype")

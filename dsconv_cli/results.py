@@ -330,6 +330,8 @@ class ProfileCaseResult:
     original: Optional[dict[str, Any]] = optional()
     conversion: Optional[dict[str, Any]] = optional()
     baseline: Optional[dict[str, Any]] = optional()
+    #: a model case timed against its vs: in the same job ({source, speedup})
+    vs: Optional[dict[str, Any]] = optional()
     failures: Optional[list[str]] = optional()
     error: Optional[str] = optional()
 

@@ -22,8 +22,9 @@ __all__ = ["SOURCE_METRICS", "PlannedCase", "merged_budget", "plan_cases", "sour
 SOURCE_METRICS = {
     "layer": {"max_latency_ms", "min_speedup", "max_params", "max_macs", "max_memory_mb"},
     "preset": {"max_latency_ms", "max_params", "max_macs", "max_memory_mb"},
-    "model": {"max_latency_ms", "max_params", "max_macs"},
-    "model+convert": {"max_latency_ms", "min_speedup", "max_params", "max_macs"},
+    "model": {"max_latency_ms", "max_params", "max_macs", "max_slowdown"},
+    "model+convert": {"max_latency_ms", "min_speedup", "max_params", "max_macs",
+                      "max_slowdown"},
 }
 
 
@@ -43,6 +44,12 @@ def merged_budget(cfg: Any, c: Any) -> dict[str, float]:
     out = {k: v for k, v in cfg.defaults.budget.model_dump().items()
            if v is not None and k in allowed}
     out.update({k: v for k, v in c.budget.model_dump().items() if v is not None})
+    if c.model is not None and c.model.vs is not None:
+        from .gate import DEFAULT_MAX_SLOWDOWN
+
+        out.setdefault("max_slowdown", DEFAULT_MAX_SLOWDOWN)
+    else:
+        out.pop("max_slowdown", None)
     return out
 
 

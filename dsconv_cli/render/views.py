@@ -292,8 +292,11 @@ def profile_view(env: dict[str, Any]) -> list[Table]:
     cases = env["cases"]
     planned = all(c["verdict"] == "planned" for c in cases)
     cols = ["case", "source", "params", "MACs"]
+    has_vs = any(c.get("vs") for c in cases)
     if not planned:
         cols += ["median ms ± IQR", "speedup meas/theory", "roofline", "baseline"]
+        if has_vs:
+            cols += ["vs: time vs / time model"]
     cols += ["budget", "verdict"]
     t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols)
     for c in cases:
@@ -309,7 +312,12 @@ def profile_view(env: dict[str, Any]) -> list[Table]:
                     if sp else "-",
                     _pct(m.get("roofline_fraction")) if m else "-",
                     (f"{100 * b['change']:+.1f}% {b['status']}" if "change" in b
-                     else b["status"]) if b else "-"]
+                     else b["status"]) + (" (cross-env)" if b.get("cross_environment") else "")
+                    if b else "-"]
+            if has_vs:
+                vs = c.get("vs")
+                row += [f"{vs['source']}: {fmt_speedup(vs['speedup'], short=True)} "
+                        f"{vs['speedup'].get('verdict', '')}" if vs else "-"]
         budget = c.get("budget", {})
         ok = sum(v["ok"] for v in budget.values())
         pending = c.get("budget_pending", [])

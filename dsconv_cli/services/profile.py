@@ -90,7 +90,7 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
     if before_cases is not None:
         before_cases(session.environment)
-    models = {}
+    models, others = {}, {}
     for pc in planned:
         if pc.model is not None:
             m = pc.model
@@ -101,12 +101,19 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
                     arch_kwargs=m.arch_kwargs, warn=hooks.warn).model
             except InputError as e:
                 raise cfg.error(e.message, ("cases", pc.index, "model"), e.hint) from None
+            if m.vs is not None and m.vs != "ds":
+                try:
+                    others[pc.name] = _load_vs(cfg, m.vs, hooks)
+                except InputError as e:
+                    raise cfg.error(e.message, ("cases", pc.index, "model", "vs"),
+                                    e.hint) from None
     cases: list[ProfileCaseResult] = []
     interrupted = False
     with hooks.progress(len(planned), "profiling") as advance:
         for pc in planned:
             try:
-                result = _run_case(pc, cfg, session, models.get(pc.name))
+                result = _run_case(pc, cfg, session, models.get(pc.name),
+                                   others.get(pc.name))
             except KeyboardInterrupt:
                 interrupted = True
                 break
@@ -125,7 +132,40 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     return ProfileRun(cases, session.environment, interrupted)
 
 
-def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any) -> ProfileCaseResult:
+def _load_vs(cfg: Any, vs: Any, hooks: Hooks) -> Any:
+    """A ``vs:`` that names a model file (loaded like ``model:``) or a preset."""
+    from ..config import arch_spec, model_path
+
+    if vs.preset is not None:
+        from ..presets import get_preset
+        from ..torch_backend.build import build_preset
+
+        p = vs.preset
+        return build_preset(get_preset(p.name, p.width, p.resolution, p.classes))
+    from ..torch_backend.loading import load_model
+
+    return load_model(model_path(cfg, vs), trust_pickle=vs.trust_pickle,
+                      state_dict_key=vs.state_dict_key, arch=arch_spec(cfg, vs),
+                      arch_kwargs=vs.arch_kwargs, warn=hooks.warn).model
+
+
+def _ab_vs(model: Any, other: Any, shape: tuple[int, ...], session: Any) -> Speedup:
+    """The model against its ``vs:`` in one job: speedup = time(vs) / time(model)."""
+    import copy
+
+    from ..stats import compare_samples
+    from ..torch_backend.measure import ab_modules
+
+    fmt = session.options.memory_formats[-1]
+    mine, theirs = ab_modules(lambda: copy.deepcopy(model), shape, fmt,
+                              lambda: copy.deepcopy(other), shape, fmt, session)
+    ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
+    return Speedup(measured=round(theirs.median_ms / mine.median_ms, 4), theoretical=None,
+                   memory_format=fmt).with_ab(ab)
+
+
+def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
+              other: Any = None) -> ProfileCaseResult:
     from ..plan import PlanOptions
     from ..torch_backend.measure import measure_model
     from .compare import measure_layer, measure_preset_in
@@ -155,10 +195,33 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any) -> ProfileCas
                          **res.analytic},
             measured=res.measured, original=res.original, speedup=res.speedup,
             conversion=res.conversion, timed_s=timed_seconds(res))
+        if m.vs is not None:
+            if m.vs == "ds":
+                import copy
+
+                from ..torch_backend.convert import ConvertOptions, convert_model
+                from ..torch_backend.loading import Loaded
+
+                other = copy.deepcopy(model)
+                convert_model(Loaded(other, "module", "vs ds"), ConvertOptions(
+                    PlanOptions(m.min_channels, (), (), m.depth_multiplier),
+                    tuple(m.input_shape)))
+            label = "ds" if m.vs == "ds" else (m.vs.path or m.vs.preset.name)
+            r = dataclasses.replace(r, vs={"source": label, "speedup": _ab_vs(
+                model, other, tuple(m.input_shape), session)})
+    vs_sp: Speedup | None = r.vs["speedup"] if r.vs else None
+    slowdown = (round(1 / vs_sp.estimate - 1, 4) if vs_sp is not None and vs_sp.estimate
+                else None)
     values = {**r.analytic,
               "latency_ms": r.measured.median_ms if r.measured else None,
-              "speedup": r.speedup.measured if r.speedup else None}
+              "speedup": r.speedup.measured if r.speedup else None, "slowdown": slowdown}
     budget = check_budget(pc.budget, values)
+    if "max_slowdown" in budget and vs_sp is not None and slowdown is not None:
+        # asv's rule: slower beyond the threshold AND significant, else no alarm
+        limit = budget["max_slowdown"].limit
+        p = vs_sp.p_value if vs_sp.p_value is not None else 1.0
+        budget["max_slowdown"] = dataclasses.replace(
+            budget["max_slowdown"], ok=not (slowdown > limit and p < 0.01))
     failures = [f"{k}: {v.value} vs limit {v.limit}" for k, v in budget.items() if not v.ok]
     return dataclasses.replace(r, budget=budget, failures=failures,
                                verdict="fail" if failures else "pass")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -33,8 +34,15 @@ TRUST = "Trust (a config cannot grant it)"
 
 @handle_errors
 def profile(
-    config: Annotated[Optional[Path], typer.Argument(
-        help="The YAML config (see the README for every key).", show_default=False)] = None,
+    config: Annotated[Optional[list[Path]], typer.Argument(
+        help="The YAML config (see the README for every key); with --merge, the shard "
+        "reports to join.", show_default=False)] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="Run the i-th of n deterministic slices of the cases (i/n, after "
+        "--only), for a CI matrix.", rich_help_panel="Shards")] = None,
+    merge: Annotated[bool, typer.Option(
+        "--merge", help="Join shard reports (JSON) of one config into one report and one "
+        "exit code.", rich_help_panel="Shards")] = False,
     only: Annotated[Optional[list[str]], typer.Option(
         help="Run only cases whose name matches this glob (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(
@@ -84,10 +92,16 @@ def profile(
     if schema:
         print(schema_text(), end="")
         return
-    if config is None:
+    if not config:
         raise InputError("Missing argument 'CONFIG'", hint="dsconv profile config.yaml")
     check_format(fmt, as_json)
     reports = check_reports(report)
+    if merge:
+        return _merge(config, reports, fmt, as_json)
+    if len(config) != 1:
+        raise InputError(f"one CONFIG, got {len(config)} (--merge joins several reports)")
+    config_path = config[0]
+    part = _parse_shard(shard) if shard is not None else None
     finite("--regression-threshold", regression_threshold, hi=100)
     from ..atomic import check_writable
 
@@ -96,20 +110,26 @@ def profile(
         if p is not None:
             check_writable(p, label, overwrite=True)
             outputs.append((label, p))
-    check_distinct(outputs, [("CONFIG", config)]
+    check_distinct(outputs, [("CONFIG", config_path)]
                    + ([("--baseline", baseline)] if baseline else []))
     if plot is not None:
         _check_matplotlib()
-    cfg = load_config(config)
+    cfg = load_config(config_path)
     check_trust(cfg, trust_pickle=trust_pickle, trust_code=trust_code)
     planned = plan_cases(cfg, only)
+    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
+    extra_meta: dict[str, Any] = {"config_digest": digest}
+    if part is not None:
+        i, n = part
+        planned = [pc for k, pc in enumerate(planned) if k % n == i - 1]
+        extra_meta["shard"] = f"{i}/{n}"
     base = _load_baseline(baseline) if baseline else None
 
     from ..services.profile import apply_baseline, plan_results, run_profile
 
     if dry_run:
-        emit(envelope(plan_results(cfg, planned), config=str(config)), profile_view, fmt,
-             as_json, reports)
+        emit(envelope(plan_results(cfg, planned), config=str(config_path), **extra_meta),
+             profile_view, fmt, as_json, reports)
         return
 
     def check_env(environment: dict[str, Any]) -> None:
@@ -128,8 +148,8 @@ def profile(
     if base is not None:
         cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
     failed = [c for c in cases if c.verdict != "pass"]
-    extra: dict[str, Any] = {"interrupted": True} if run.interrupted else {}
-    env = envelope(cases, environment=run.environment, config=str(config),
+    extra: dict[str, Any] = {**extra_meta, **({"interrupted": True} if run.interrupted else {})}
+    env = envelope(cases, environment=run.environment, config=str(config_path),
                    summary={"cases": len(cases), "failed": len(failed),
                             "passed": len(cases) - len(failed)}, **extra)
     if save_baseline is not None and not run.interrupted:
@@ -153,6 +173,50 @@ def profile(
         raise typer.Exit(1)
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
+    if not 1 <= i <= n <= 1000:
+        raise InputError(f"--shard {text!r}: needs 1 <= i <= n <= 1000")
+    return i, n
+
+
+def _merge(files: list[Path], reports: list[tuple[Path, OutputFormat]], fmt: OutputFormat,
+           as_json: bool) -> None:
+    """Shard reports of one config (same digest) joined: one report, one exit code."""
+    datas = [_load_baseline(p, "--merge") for p in files]
+    digests = {d.get("config_digest") for d in datas}
+    if None in digests or len(digests) != 1:
+        raise InputError("--merge: the reports come from different configs (config_digest "
+                         f"{', '.join(sorted(str(d) for d in digests))}); merge shards of one "
+                         "config")
+    check_distinct([("--report", p) for p, _ in reports],
+                   [("REPORT", p) for p in files])
+    cases = [c for d in datas for c in d["cases"]]
+    names = [c["name"] for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"--merge: case {dupes[0]!r} is in more than one report (the same "
+                         "shard twice?)")
+    failed = [c for c in cases if c.get("verdict") in ("fail", "error")]
+    interrupted = any(d.get("interrupted") for d in datas)
+    env = envelope(cases, environment=datas[0].get("environment"),
+                   config=datas[0].get("config"), config_digest=digests.pop(),
+                   shards=[{"report": str(p), "shard": d.get("shard"),
+                            "device_name": (d.get("environment") or {}).get("device_name")}
+                           for p, d in zip(files, datas, strict=True)],
+                   summary={"cases": len(cases), "failed": len(failed),
+                            "passed": len(cases) - len(failed)},
+                   **({"interrupted": True} if interrupted else {}))
+    emit(env, profile_view, fmt, as_json, reports)
+    if failed or interrupted:
+        warn(f"{len(failed)} of {len(cases)} case(s) failed"
+             + (" (a shard was interrupted)" if interrupted else ""))
+        raise typer.Exit(1)
+
+
 def _check_matplotlib() -> None:
     import importlib.util
 
@@ -160,18 +224,19 @@ def _check_matplotlib() -> None:
         raise InputError("--plot needs matplotlib: pip install 'dsconv[plot]'")
 
 
-def _load_baseline(path: Path) -> dict[str, Any]:
+def _load_baseline(path: Path, what: str = "--baseline") -> dict[str, Any]:
+    """A dsconv JSON report, validated (key paths in the errors)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"--baseline {path}: no such file") from None
+        raise InputError(f"{what} {path}: no such file") from None
     except (OSError, ValueError) as e:
-        raise InputError(f"--baseline {path}: not a JSON report ({e})") from None
+        raise InputError(f"{what} {path}: not a JSON report ({e})") from None
     if not isinstance(data, dict) or data.get("schema_version") != 1 or not isinstance(
             data.get("cases"), list):
-        raise InputError(f"--baseline {path}: not a dsconv report (schema_version 1)")
+        raise InputError(f"{what} {path}: not a dsconv report (schema_version 1)")
     for i, case in enumerate(data["cases"]):
-        where = f"--baseline {path}: cases[{i}]"
+        where = f"{what} {path}: cases[{i}]"
         if not isinstance(case, dict) or not isinstance(case.get("name"), str):
             raise InputError(f"{where}: a case must be an object with a string 'name'")
         m = case.get("measured")

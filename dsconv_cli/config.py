@@ -161,6 +161,9 @@ class Config(StrictModel):
     threads: Optional[PosInt] = None
     batch: PosInt = 1
     memory_format: Literal["nchw", "channels_last", "both"] = "nchw"
+    runtime: Union[str, list[str]] = Field(
+        "eager", description="eager, compile, onnxruntime, or a list: every case is timed in "
+        "each (onnxruntime needs dsconv[onnx])")
     timing: TimingCfg = TimingCfg()
     defaults: Defaults = Defaults()
     max_cases: PosInt = MAX_CASES

@@ -118,6 +118,12 @@ class Measurement(BlockStats):
     flag: Optional[str]
     #: this part's share of the summed part times (preset stages)
     share_time: Optional[float] = optional()
+    #: the runtime it was timed in (eager, compile, onnxruntime), and what preparing it
+    #: took or chose: compilation seconds (never in the timed region), the ONNX exporter
+    runtime: Optional[str] = optional()
+    compile_s: Optional[float] = optional()
+    exporter: Optional[str] = optional()
+    max_abs_diff: Optional[float] = optional()
 
     def with_share(self, share: float) -> Measurement:
         return dataclasses.replace(self, share_time=round(share, 4))
@@ -142,6 +148,9 @@ class Side:
     parts: Optional[dict[str, Side]] = optional()
     measured: Optional[Measurement] = optional()
     measured_by_format: Optional[dict[str, Measurement]] = optional()
+    #: with several --runtime: each runtime's best layout, and the fastest of them
+    measured_by_runtime: Optional[list[Measurement]] = optional()
+    fastest: Optional[dict[str, Any]] = optional()
 
     @classmethod
     def of(cls, c: Cost, spec: str | None = None) -> Side:
@@ -150,8 +159,15 @@ class Side:
         d.pop("parts", None)
         return cls(**d, spec=spec, parts=parts)
 
-    def timed(self, best: Measurement, by_format: dict[str, Measurement] | None) -> Side:
-        return dataclasses.replace(self, measured=best, measured_by_format=by_format)
+    def timed(self, best: Measurement, by_format: dict[str, Measurement] | None,
+              by_runtime: list[Measurement] | None = None) -> Side:
+        fastest = None
+        if by_runtime:
+            f = min(by_runtime, key=lambda m: m.median_ms)
+            fastest = {"runtime": f.runtime, "memory_format": f.memory_format,
+                       "median_ms": f.median_ms}
+        return dataclasses.replace(self, measured=best, measured_by_format=by_format,
+                                   measured_by_runtime=by_runtime, fastest=fastest)
 
 
 @dataclass(frozen=True)
@@ -213,6 +229,9 @@ class ComparedCase:
     warnings: Optional[list[str]] = optional()
     #: why this case could not be measured
     skipped: Optional[str] = optional()
+    #: with several --runtime: standard / candidate time in each runtime, and between the
+    #: fastest runtime of each side
+    speedup_by_runtime: Optional[dict[str, float]] = optional()
 
 
 # --------------------------------------------------------------------------- models
@@ -288,6 +307,7 @@ class ModelAnalysis:
     #: whole-model medians (with ``--measure``): best layout and every layout
     measured: Optional[Measurement] = optional()
     measured_by_format: Optional[dict[str, Measurement]] = optional()
+    measured_by_runtime: Optional[list[Measurement]] = optional()
     #: how per-module times were taken
     attribution: Optional[str] = optional()
     #: the model converted in memory and measured beside it (``--vs ds``)
@@ -332,6 +352,7 @@ class ProfileCaseResult:
     baseline: Optional[dict[str, Any]] = optional()
     #: a model case timed against its vs: in the same job ({source, speedup})
     vs: Optional[dict[str, Any]] = optional()
+    speedup_by_runtime: Optional[dict[str, float]] = optional()
     failures: Optional[list[str]] = optional()
     error: Optional[str] = optional()
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU build of torch and dsconv (editable, with the dev extra).
+# Create .venv with the CPU build of torch and dsconv (editable, with the dev and onnx extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,5 +9,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q "torch==2.13.0"
 # strict mode: a link tree under build/ and a plain .pth entry, no import-hook finder
 # (saves ~12 ms per start-up). A new module needs this script run again.
-.venv/bin/python -m pip install -q -e ".[dev]" --config-settings editable_mode=strict
+.venv/bin/python -m pip install -q -e ".[dev,onnx]" --config-settings editable_mode=strict
 echo "dsconv installed in .venv: $(.venv/bin/dsconv --version)" >&2

@@ -3,6 +3,7 @@ kind), analytically, and with ``--measure`` on real layers."""
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import Annotated, Any, Optional
 
@@ -36,6 +37,7 @@ from .options import (
     RecalibrateOpt,
     ReportOpt,
     RoundsOpt,
+    RuntimeOpt,
     StateDictKeyOpt,
     ThreadsOpt,
     TrustPickleOpt,
@@ -179,6 +181,7 @@ def compare(
     min_time: MinTimeOpt = 0.2,
     warmup: WarmupOpt = 3,
     rounds: RoundsOpt = 10,
+    runtime: RuntimeOpt = "eager",
     recalibrate: RecalibrateOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     as_json: JsonOpt = False,
@@ -226,7 +229,8 @@ def compare(
         if vs == Versus.full_conv.value:
             raise InputError("Invalid value for '--vs': full-conv applies to presets; a "
                              "model takes ds, a preset name or a model file")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
+                                runtime)
                 if measure else None)
         return compare_network(
             model, arch, arch_kwargs, trust_pickle, state_dict_key, map_location, input_shape,
@@ -248,7 +252,8 @@ def compare(
             what = option_name(given[0]) if given else "--kind"
             raise InputError(f"Invalid value for '{what}': layer options do not apply with "
                              "--model")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
+        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
+                                runtime)
                 if measure else None)
         return compare_model(model, width, resolution, classes,
                              Versus.full_conv if vs else None, per_layer, batch, dtype,
@@ -265,26 +270,33 @@ def compare(
         return
     from ..services.compare import measure_layers
 
-    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds)
+    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds, runtime)
     run = measure_layers(cases, opts, recalibrate, HOOKS)
-    extra = {"interrupted": True} if run.failed == "interrupted" else {}
+    extra: dict[str, Any] = {"interrupted": True} if run.failed == "interrupted" else {}
+    if run.runtime_errors:
+        extra["runtime_errors"] = run.runtime_errors
     emit(envelope(run.cases, environment=run.environment, **extra), compare_view, fmt,
          as_json, reports)
+    for rt, why in run.runtime_errors.items():
+        print(f"Error: runtime {rt}: {why}", file=sys.stderr)
     if run.failed:
         raise typer.Exit(130 if run.failed == "interrupted" else 1)
 
 
 def measure_options(device: Device, dtype: Dtype, threads: int | None,
                     memory_format: MemoryFormat, min_time: float, warmup: int,
-                    rounds: int = 10) -> Any:
+                    rounds: int = 10, runtime: str = "eager") -> Any:
     from ..torch_backend.timing import MeasureOptions
 
     if not 10 <= rounds <= 10_000:
         raise InputError(f"--rounds must be 10 to 10,000, got {rounds}")
     fmts = (("nchw", "channels_last") if memory_format is MemoryFormat.both
             else (memory_format.value,))
+    names = tuple(dict.fromkeys(r.strip() for r in runtime.split(",") if r.strip()))
+    if not names:
+        raise InputError("--runtime: give at least one of eager, compile, onnxruntime")
     return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup,
-                          rounds=rounds)
+                          rounds=rounds, runtimes=names)
 
 
 def compare_model(name: str, width: float | None, resolution: int | None,

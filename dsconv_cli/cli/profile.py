@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -149,12 +150,16 @@ def profile(
         cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
     failed = [c for c in cases if c.verdict != "pass"]
     extra: dict[str, Any] = {**extra_meta, **({"interrupted": True} if run.interrupted else {})}
+    if run.runtime_errors:
+        extra["runtime_errors"] = run.runtime_errors
     env = envelope(cases, environment=run.environment, config=str(config_path),
                    summary={"cases": len(cases), "failed": len(failed),
                             "passed": len(cases) - len(failed)}, **extra)
     if save_baseline is not None and not run.interrupted:
         reports.append((save_baseline, OutputFormat.json))
     emit(env, profile_view, fmt, as_json, reports)
+    for rt, why in run.runtime_errors.items():
+        print(f"Error: runtime {rt}: {why}", file=sys.stderr)
     if run.interrupted:
         raise typer.Exit(130)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -167,6 +172,8 @@ def profile(
                  "the report is on stdout")
     if plot is not None:
         _plot(env["cases"], plot)
+    if run.runtime_errors and not failed:
+        raise typer.Exit(1)
     if failed:
         warn(f"{len(failed)} of {len(cases)} case(s) failed: "
              + ", ".join(c.name for c in failed[:5]) + (" ..." if len(failed) > 5 else ""))

@@ -107,6 +107,43 @@ COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias exc
                  "forward of the whole batch.")
 
 
+def _rt_cell(m: dict[str, Any]) -> str:
+    extra = []
+    if m.get("compile_s") is not None:
+        extra.append(f"compiled in {m['compile_s']:.1f} s, not timed")
+    if m.get("exporter"):
+        extra.append(f"{m['exporter']} exporter")
+    roof = m.get("roofline_fraction")
+    if roof is not None:
+        extra.append(f"roofline {100 * roof:.0f}%")
+    return f"{m['median_ms']:.3f} ms ({m['memory_format']}" + (
+        "; " + "; ".join(extra) if extra else "") + ")"
+
+
+def runtime_notes(std: dict[str, Any], cand: dict[str, Any] | None,
+                  by_rt: dict[str, float] | None) -> list[str]:
+    """One line per runtime (each side's best layout, its roofline fraction, compile time
+    apart), and the fastest runtime and layout of each side."""
+    if not std.get("measured_by_runtime"):
+        return []
+    out = []
+    theirs = {m["runtime"]: m for m in (cand or {}).get("measured_by_runtime") or []}
+    for m in std["measured_by_runtime"]:
+        rt = m["runtime"]
+        line = f"Runtime {rt}: standard {_rt_cell(m)}"
+        if rt in theirs:
+            line += f"; candidate {_rt_cell(theirs[rt])}"
+        if by_rt and rt in by_rt:
+            line += f" -> {by_rt[rt]:.2f}x"
+        out.append(line)
+    fs, fc = std.get("fastest"), (cand or {}).get("fastest")
+    if fs and fc:
+        out.append(f"Fastest: standard in {fs['runtime']}/{fs['memory_format']}, candidate in "
+                   f"{fc['runtime']}/{fc['memory_format']}: "
+                   f"{fmt_ratio((by_rt or {}).get('fastest'))} between the fastest sides")
+    return out
+
+
 def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     cols = ["layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B"]
     if measured:
@@ -145,6 +182,7 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
                        f"{sp.get('memory_format', '-')}")
     if case.get("why"):
         t.notes.append(f"Why: {case['why']}")
+    t.notes.extend(runtime_notes(std, cand, case.get("speedup_by_runtime")))
     for w in case.get("warnings", []):
         t.notes.append(f"Note: {w}")
     t.notes.append(COUNTING_NOTE)
@@ -223,6 +261,8 @@ def preset_view(env: dict[str, Any]) -> list[Table]:
                     fmt_ratio(ft["macs"] / tot["macs"])]
         t.rows.append(row)
         t.styles.append("bold")
+        t.notes.extend(line.replace("standard", "network") for line in runtime_notes(
+            case, None, None))
         if measured:
             t.notes.append("Time share: each stage's median over the sum of the stage medians "
                            "(stages timed on their own).")
@@ -403,6 +443,7 @@ def model_view(env: dict[str, Any]) -> list[Table]:
             f"{fmt_int(opp['macs_after'])} ({fmt_ratio(opp['reduction_macs'])}), params "
             f"{fmt_int(opp['params_now'])} -> {fmt_int(opp['params_after'])} "
             f"({fmt_ratio(opp['reduction_params'])}).")
+        t.notes.extend(runtime_notes(case, None, None))
         if measured:
             mm = case["measured"]
             t.notes.append(f"Whole model: {mm['median_ms']:.3f} ms median "

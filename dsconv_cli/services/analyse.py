@@ -228,6 +228,7 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     from ..torch_backend.measure import (
         ab_modules,
         check_memory,
+        measure_all,
         measure_module,
         module_times,
         open_session,
@@ -240,12 +241,14 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     cost = _as_cost(analysis, e)
     with hooks.progress(2 + 3 * (other is not None), "measuring") as advance:
         advance(f"{analysis.name}: whole model")
-        best, by_fmt = measure_module(lambda: copy.deepcopy(model), input_shape, cost, session)
+        best, by_fmt, by_rt = measure_all(lambda: copy.deepcopy(model), input_shape, cost,
+                                          session)
         advance(f"{analysis.name}: per module")
         per = module_times(copy.deepcopy(model), input_shape, best.memory_format, session,
                            max_depth=depth)
         out = _with_times(analysis, per, best.median_ms, session)
         out = dataclasses.replace(out, measured=best, measured_by_format=by_fmt,
+                                  measured_by_runtime=by_rt,
                                   attribution="forward pre/post hooks around each module "
                                   "(one synchronised clock per call, median of the runs); "
                                   "'other' = whole-model median minus the top-level modules")

@@ -25,6 +25,8 @@ class MeasuredRun:
     cases: list[ComparedCase]
     environment: dict[str, Any]
     failed: str | None = None
+    #: runtime -> why it failed (the others ran)
+    runtime_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _session(opts: Any, recalibrate: bool, hooks: Hooks) -> Any:
@@ -55,7 +57,9 @@ def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
     except KeyboardInterrupt:
         hooks.warn(f"interrupted: reporting the {len(done)} case(s) measured so far")
         failed = "interrupted"
-    return MeasuredRun(done, session.environment, failed)
+    if session.errors and failed is None:
+        failed = "runtime"
+    return MeasuredRun(done, session.environment, failed, dict(session.errors))
 
 
 def measure_layer(case: LayerCase, session: Any,
@@ -68,7 +72,7 @@ def measure_layer(case: LayerCase, session: Any,
         ab_modules,
         check_memory,
         is_oom,
-        measure_module,
+        measure_all,
     )
 
     base = case.to_result()
@@ -80,12 +84,12 @@ def measure_layer(case: LayerCase, session: Any,
     targets = [("standard", case.standard, std), (cand.kind, case.candidate, cand)]
     targets += [(name, part, cand.part(name)) for name, part in
                 getattr(case.candidate, "parts", ())]
-    timed: dict[str, tuple[Measurement, dict[str, Measurement] | None]] = {}
+    timed: dict[str, Any] = {}
     try:
         for label, spec, c in targets:
             if advance:
                 advance(f"{case.name}: {label}")
-            timed[label] = measure_module(partial(build, spec), c.input_shape, c, session)
+            timed[label] = measure_all(partial(build, spec), c.input_shape, c, session)
     except (RuntimeError, MemoryError) as err:
         if is_oom(err):
             raise SkipCase(f"{case.name}: out of memory on {session.device.type} "
@@ -106,12 +110,26 @@ def measure_layer(case: LayerCase, session: Any,
         measured=round(standard.measured.median_ms / candidate.measured.median_ms, 4),
         theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format,
     ).with_ab(ab)
-    out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup)
+    out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup,
+                              speedup_by_runtime=_by_runtime(standard, candidate))
     flag = implausible_speedup(out)
     if flag:
         out = dataclasses.replace(out, speedup=dataclasses.replace(speedup, flag=flag))
     warnings = _flags(out) + ([f"speedup: {flag}"] if flag else [])
     return dataclasses.replace(out, why=explain(out), warnings=warnings or None)
+
+
+def _by_runtime(std: Side, cand: Side) -> dict[str, float] | None:
+    """Standard / candidate median in each runtime both ran in, and between the fastest
+    runtime of each side."""
+    if not std.measured_by_runtime or not cand.measured_by_runtime:
+        return None
+    s = {str(m.runtime): m.median_ms for m in std.measured_by_runtime}
+    c = {str(m.runtime): m.median_ms for m in cand.measured_by_runtime}
+    out = {rt: round(s[rt] / c[rt], 4) for rt in s if rt in c and c[rt]}
+    if std.fastest and cand.fastest:
+        out["fastest"] = round(std.fastest["median_ms"] / cand.fastest["median_ms"], 4)
+    return out
 
 
 def _measured_sides(case: ComparedCase) -> list[tuple[str, Side]]:
@@ -223,7 +241,7 @@ def measure_preset_in(preset: Preset, batch: int, dtype: str, session: Any,
     """Time the whole network and each stage in an open session; each stage gets its share
     of the summed stage times (stages are timed on their own)."""
     from ..torch_backend.build import build_preset, build_sequence
-    from ..torch_backend.measure import check_memory, measure_module
+    from ..torch_backend.measure import check_memory, measure_all, measure_module
 
     d = analyse_preset(preset, batch, dtype, per_layer, vs_full_conv)
     total = preset.cost(batch, dtype)
@@ -232,7 +250,10 @@ def measure_preset_in(preset: Preset, batch: int, dtype: str, session: Any,
     layer_costs = dict(total.parts)
     if advance:
         advance(f"{preset.name}: whole network")
-    whole, _ = measure_module(partial(build_preset, preset), total.input_shape, total, session)
+    whole, _, by_rt = measure_all(partial(build_preset, preset), total.input_shape, total,
+                                  session)
+    if by_rt:
+        d["measured_by_runtime"] = by_rt
     stage_times: list[tuple[Measurement, dict[str, Measurement] | None]] = []
     for st in d["stages"]:
         layers = preset.stage_layers(st["stage"])

@@ -25,6 +25,8 @@ class ProfileRun:
     environment: dict[str, Any]
     #: Ctrl-C stopped the run: ``cases`` holds the ones that finished
     interrupted: bool = False
+    #: runtime -> why it failed (the others ran)
+    runtime_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _source(pc: PlannedCase, cfg: Any) -> dict[str, Any]:
@@ -85,8 +87,9 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     from ..torch_backend.timing import MeasureOptions
 
     fmts = (("nchw", "channels_last") if cfg.memory_format == "both" else (cfg.memory_format,))
+    names = [cfg.runtime] if isinstance(cfg.runtime, str) else list(cfg.runtime)
     opts = MeasureOptions(cfg.device, cfg.dtype, cfg.threads, fmts, cfg.timing.min_time,
-                          cfg.timing.warmup)
+                          cfg.timing.warmup, runtimes=tuple(dict.fromkeys(names)) or ("eager",))
     session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
     if before_cases is not None:
         before_cases(session.environment)
@@ -129,7 +132,7 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
             cases.append(result)
     if interrupted:
         hooks.warn(f"interrupted after {len(cases)} case(s)")
-    return ProfileRun(cases, session.environment, interrupted)
+    return ProfileRun(cases, session.environment, interrupted, dict(session.errors))
 
 
 def _load_vs(cfg: Any, vs: Any, hooks: Hooks) -> Any:
@@ -177,6 +180,7 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
         assert layer.speedup is not None
         r = dataclasses.replace(
             r, measured=layer.candidate.measured, standard_measured=layer.standard.measured,
+            speedup_by_runtime=layer.speedup_by_runtime,
             speedup=Speedup(layer.speedup.measured, layer.speedup.theoretical),
             why=layer.why, timed_s=timed_seconds(layer))
     elif pc.preset is not None:

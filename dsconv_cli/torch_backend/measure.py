@@ -7,6 +7,7 @@ Orchestration (which modules, in which order, what the results mean) lives in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from torch import nn
 from ..cost import DTYPE_BYTES, Cost
 from ..errors import BackendError, InputError
 from ..results import Measurement, Speedup
-from .runtimes import Runtime, get_runtime
+from .runtimes import Runtime, RuntimeFailure, get_runtime
 from .timing import (
     Calibration,
     MeasureOptions,
@@ -34,8 +35,8 @@ from .timing import (
     time_call,
 )
 
-__all__ = ["ModelTiming", "Session", "SkipCase", "check_memory", "is_oom", "measure_model",
-           "measure_module", "module_times", "open_session"]
+__all__ = ["ModelTiming", "Session", "SkipCase", "check_memory", "is_oom", "measure_all",
+           "measure_model", "measure_module", "module_times", "open_session"]
 
 Progress = Callable[[str], None]
 
@@ -52,8 +53,15 @@ class Session:
     device: torch.device
     dtype: torch.dtype
     calibration: Calibration
-    runtime: Runtime
+    runtimes: dict[str, Runtime]
     environment: dict[str, Any]
+    #: runtime -> why it failed (the first failure; the other runtimes went on)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The first runtime asked for: A/B comparisons and per-module times use it."""
+        return next(iter(self.runtimes.values()))
 
 
 def check_threads(threads: int | None) -> None:
@@ -75,16 +83,19 @@ def open_session(options: MeasureOptions, recalibrate: bool = False,
                          f"{options.min_time}")
     if options.warmup < 0:
         raise InputError(f"--warmup must be >= 0, got {options.warmup}")
-    runtime = get_runtime(options.runtime)
     device = resolve_device(options.device)
+    runtimes = {name: get_runtime(name, device, options.threads) for name in options.runtimes}
     td = check_dtype(options.dtype, device)
     cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status,
                            on_warn)
-    env = environment(device, options.dtype, options.threads) | runtime.record()
+    env = environment(device, options.dtype, options.threads)
+    env["runtime"] = options.runtimes[0]
+    if len(runtimes) > 1 or options.runtimes != ("eager",):
+        env["runtimes"] = {name: rt.record() for name, rt in runtimes.items()}
     env["calibration"] = {"peak_gflops": cal.peak_gflops, "spread": cal.spread,
                           "bandwidth_gbps": [{"bytes": s, "copy": c, "read": r}
                                              for s, c, r in cal.bandwidth]}
-    return Session(options, device, td, cal, runtime, env)
+    return Session(options, device, td, cal, runtimes, env)
 
 
 Timed = tuple[Measurement, "dict[str, Measurement] | None"]
@@ -96,16 +107,47 @@ def measure_module(make: Callable[[], nn.Module], shape: tuple[int, ...], c: Cos
 
     Returns the best layout's measurement and, when more than one layout was measured,
     every layout's."""
-    by_fmt: dict[str, Measurement] = {}
-    for fmt in s.options.memory_formats:
-        module, x = prepare(make(), shape, s.device, s.dtype, fmt)
-        fn = s.runtime.prepare(module, x)
-        t = time_call(fn, s.device, min_time=s.options.min_time,
-                      warmup=s.options.warmup, threads=s.options.threads, memory_format=fmt)
-        by_fmt[fmt] = roofline(c.flops, c.bytes, t, s.calibration)
-        del module, x, fn
+    by_fmt = _in_runtime(s.runtime, make, shape, c, s)
+    if not by_fmt:
+        raise RuntimeFailure(f"{s.runtime.name}: {s.errors.get(s.runtime.name, 'failed')}")
     best = min(by_fmt.values(), key=lambda m: m.median_ms)
     return best, (by_fmt if len(by_fmt) > 1 else None)
+
+
+def _in_runtime(rt: Runtime, make: Callable[[], nn.Module], shape: tuple[int, ...], c: Cost,
+                s: Session) -> dict[str, Measurement]:
+    """One runtime, every layout it takes; a failure is recorded in ``s.errors``."""
+    by_fmt: dict[str, Measurement] = {}
+    fmts = [f for f in s.options.memory_formats if rt.layouts is None or f in rt.layouts]
+    for fmt in fmts or list(rt.layouts or ()):
+        module, x = prepare(make(), shape, s.device, s.dtype, fmt)
+        try:
+            prepared = rt.prepare(module, x)
+        except RuntimeFailure as e:
+            s.errors.setdefault(rt.name, str(e))
+            return by_fmt
+        t = time_call(prepared.fn, s.device, min_time=s.options.min_time,
+                      warmup=s.options.warmup, threads=s.options.threads, memory_format=fmt)
+        m = roofline(c.flops, c.bytes, t, s.calibration)
+        by_fmt[fmt] = dataclasses.replace(m, runtime=rt.name, **prepared.info)
+        del module, x, prepared
+    return by_fmt
+
+
+def measure_all(make: Callable[[], nn.Module], shape: tuple[int, ...], c: Cost,
+                s: Session) -> tuple[Measurement, dict[str, Measurement] | None,
+                                     list[Measurement] | None]:
+    """The first runtime as :func:`measure_module` does, plus, with several runtimes, each
+    runtime's best layout (a runtime that fails is in ``s.errors`` and left out)."""
+    best, by_fmt = measure_module(make, shape, c, s)
+    if len(s.runtimes) == 1:
+        return best, by_fmt, None
+    per = [best]
+    for rt in list(s.runtimes.values())[1:]:
+        got = _in_runtime(rt, make, shape, c, s)
+        if got:
+            per.append(min(got.values(), key=lambda m: m.median_ms))
+    return best, by_fmt, per
 
 
 def module_times(model: nn.Module, shape: tuple[int, ...], memory_format: str, s: Session,
@@ -165,7 +207,7 @@ def ab_modules(make_a: Callable[[], nn.Module], shape_a: tuple[int, ...], fmt_a:
 
     ma, xa = prepare(make_a(), shape_a, s.device, s.dtype, fmt_a)
     mb, xb = prepare(make_b(), shape_b, s.device, s.dtype, fmt_b, seed=1)
-    return ab_time(s.runtime.prepare(ma, xa), s.runtime.prepare(mb, xb), s.device,
+    return ab_time(s.runtime.prepare(ma, xa).fn, s.runtime.prepare(mb, xb).fn, s.device,
                    min_time=s.options.min_time, rounds=s.options.rounds,
                    warmup=s.options.warmup, threads=s.options.threads,
                    formats=(fmt_a, fmt_b))

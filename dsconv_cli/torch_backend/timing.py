@@ -51,7 +51,8 @@ class MeasureOptions:
     memory_formats: tuple[str, ...] = ("nchw",)
     min_time: float = 0.2
     warmup: int = 3
-    runtime: str = "eager"
+    #: runtimes to time in; the first is the one A/B comparisons and per-module times use
+    runtimes: tuple[str, ...] = ("eager",)
     #: interleaved A/B rounds (blocks per side) wherever two things are timed together
     rounds: int = 10
 

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ def same_job(runs: int, opts: MeasureOptions) -> dict[str, list[tuple[str, float
     return out
 
 
-def process_samples(n: int, min_time: float) -> list[float]:
+def process_samples(n: int, min_time: float) -> dict[str, Any]:
     code = ("import json, torch; from benchmarks.ab_noise import chain, SHAPE; "
             "from dsconv_cli.torch_backend.measure import measure_module, open_session; "
             "from dsconv_cli.torch_backend.timing import MeasureOptions; "
@@ -74,7 +75,9 @@ def process_samples(n: int, min_time: float) -> list[float]:
             "print(json.dumps({'median_ms': m.median_ms, 'q1_ms': m.q1_ms, "
             "'q3_ms': m.q3_ms, 'samples_ms': m.samples_ms}))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=Path(__file__).parents[1], check=True)
+                       cwd=Path(__file__).parents[1])
+    if p.returncode != 0:
+        raise SystemExit(f"a measuring process failed:\n{p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 

@@ -96,7 +96,7 @@ def test_runtime_registry_has_eager() -> None:
     rt = get_runtime("eager")
     m = torch.nn.Conv2d(2, 2, 1)
     x = torch.randn(1, 2, 3, 3)
-    torch.testing.assert_close(rt.prepare(m, x)(), m(x))
+    torch.testing.assert_close(rt.prepare(m, x).fn(), m(x))
     assert rt.record()["runtime"] == "eager"
     with pytest.raises(InputError):
         get_runtime("nope")

@@ -174,9 +174,17 @@ def plan_layer_dict(d: Decision) -> dict[str, Any]:
     }
 
 
-def plan_document(decisions: Sequence[Decision], source: str) -> dict[str, Any]:
-    return {"plan_version": PLAN_VERSION, "tool": "dsconv", "source": source,
-            "layers": [plan_layer_dict(d) for d in decisions if d.convert]}
+def plan_document(decisions: Sequence[Decision], source: str,
+                  calibrated: frozenset[str] = frozenset(),
+                  arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plan beside a converted state_dict: what to rebuild (multipliers), which layers
+    were calibrated, and the ``--arch``/``--arch-kwargs`` that build the model."""
+    doc: dict[str, Any] = {"plan_version": PLAN_VERSION, "tool": "dsconv", "source": source}
+    if arch:
+        doc["arch"] = arch
+    doc["layers"] = [{**plan_layer_dict(d), "calibrated": d.facts.name in calibrated}
+                     for d in decisions if d.convert]
+    return doc
 
 
 def plan_path(output: Path) -> Path:

@@ -221,3 +221,32 @@ class Spectral(nn.Module):
 
 def broken(classes: int = 10) -> nn.Module:
     raise ValueError(f"cannot build with {classes} classes")
+
+
+class SmallCNN(nn.Module):
+    """A small classifier for the calibration tests (trained in the test)."""
+
+    def __init__(self, classes: int = 4, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def patterns(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic task with structure: four kinds of oriented gratings in noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    waves = [torch.sin(xx * 0.8), torch.sin(yy * 0.8), torch.sin((xx + yy) * 0.6),
+             torch.sin((xx - yy) * 0.6)]
+    x = torch.randn(n, 3, 16, 16, generator=g) * 0.6
+    for i in range(n):
+        x[i] += waves[int(labels[i])] * (0.8 + 0.4 * torch.rand(3, 1, 1, generator=g))
+    return x, labels

@@ -3,6 +3,7 @@ separable pairs initialised from the original weights, verify, and write atomica
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from enum import Enum
@@ -19,8 +20,10 @@ from .common import (
     check_format,
     check_reports,
     emit,
+    fail,
     finite,
     handle_errors,
+    progress,
     status,
     warn,
 )
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from ..plan import PlanOptions
 
 WRITE = "Writing"
+FIT = "Keeping the model working (calibration, fidelity)"
 
 
 class Init(str, Enum):
@@ -90,6 +94,23 @@ def convert(
         "--dry-run", help="Report only; write nothing.", rich_help_panel=WRITE)] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an existing output.", rich_help_panel=WRITE)] = False,
+    calibration_data: Annotated[Optional[Path], typer.Option(
+        "--calibration-data", help="N unlabelled inputs (a torch.save'd tensor or .npy): "
+        "refit each converted layer on them, in forward order, by least squares.",
+        rich_help_panel=FIT, dir_okay=False)] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(
+        "--eval-data", help="Held-out inputs for the fidelity check (top-1 agreement, "
+        "output error), reported apart from the calibration inputs.", rich_help_panel=FIT,
+        dir_okay=False)] = None,
+    calibration_batch: Annotated[int, typer.Option(
+        "--calibration-batch", help="Inputs per forward while calibrating (bounds memory).",
+        rich_help_panel=FIT)] = 32,
+    min_agreement: Annotated[Optional[float], typer.Option(
+        "--min-agreement", help="Top-1 agreement with the original below this: exit 1, "
+        "nothing written.", rich_help_panel=FIT)] = None,
+    max_output_error: Annotated[Optional[float], typer.Option(
+        "--max-output-error", help="Relative output error above this: exit 1, nothing "
+        "written.", rich_help_panel=FIT)] = None,
     write_unchanged: Annotated[bool, typer.Option(
         "--write-unchanged", help="Write the output even when no layer was converted.",
         rich_help_panel=WRITE)] = False,
@@ -104,6 +125,13 @@ def convert(
     """
     check_format(fmt, as_json)
     reports = check_reports(report)
+    finite("--min-agreement", min_agreement, hi=1, lo_open=False)
+    finite("--max-output-error", max_output_error, lo_open=False)
+    if not 1 <= calibration_batch <= 1 << 16:
+        raise InputError(f"--calibration-batch must be 1 to 65536, got {calibration_batch}")
+    if min_agreement is not None and calibration_data is None and eval_data is None:
+        raise InputError("--min-agreement needs inputs to agree on: --calibration-data or "
+                         "--eval-data")
     plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
                          max_error, allow_larger)
     kwargs = parse_arch_kwargs(arch_kwargs)
@@ -111,10 +139,19 @@ def convert(
 
     from ..atomic import check_writable, write_all_atomic
     from ..plan import plan_path
+    from ..torch_backend.calibrate import fidelity, load_inputs, refit
     from ..torch_backend.convert import ConvertOptions, convert_model, serialise
     from ..torch_backend.loading import load_model, parse_input_shape
 
+    cal = load_inputs(calibration_data, "--calibration-data") if calibration_data else None
+    held = load_inputs(eval_data, "--eval-data") if eval_data else None
     shape = parse_input_shape(input_shape) if input_shape else None
+    from_data = None
+    if shape is None and (cal is not None or held is not None):
+        first = cal if cal is not None else held
+        assert first is not None
+        shape = (1, *first.shape[1:])
+        from_data = "--calibration-data" if cal is not None else "--eval-data"
     t0 = time.perf_counter()
     loaded = load_model(model, map_location=map_location, trust_pickle=trust_pickle,
                         state_dict_key=state_dict_key, arch=arch, arch_kwargs=kwargs, warn=warn)
@@ -123,18 +160,52 @@ def convert(
         status(f"note: {note}")
     if loaded.kind == "state_dict" and output is not None and not dry_run:
         check_writable(plan_path(output), "--output's plan", overwrite=force)
-    decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
+    original = copy.deepcopy(loaded.model) if cal is not None or held is not None else None
+    try:
+        decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
+    except InputError as e:
+        if from_data and e.message.startswith("--input-shape"):
+            raise InputError(f"{from_data}: inputs of shape {tuple((shape or ())[1:])} do not fit the "
+                             f"model: {e.message.split(': ', 1)[1]}") from e
+        raise
     rep["timing_s"]["load"] = round(t_load, 4)
     converted = rep["totals"]["converted"]
+    names = [d.facts.name for d in decisions if d.convert]
+    calibrated: frozenset[str] = frozenset()
+    if original is not None:
+        t2 = time.perf_counter()
+        if cal is not None and names:
+            with progress(len(names), "calibrating") as advance:
+                errs = refit(original, loaded.model, names, cal, calibration_batch, advance)
+            calibrated = frozenset(errs)
+            for row in rep["layers"]:
+                if row["name"] in errs:
+                    row["output_error"] = errs[row["name"]]
+        if held is not None:
+            rep["fidelity"] = fidelity(original, loaded.model, held, "eval", calibration_batch)
+            if cal is not None:
+                rep["fidelity_on_calibration"] = fidelity(original, loaded.model, cal,
+                                                          "calibration", calibration_batch)
+        else:
+            assert cal is not None
+            rep["fidelity"] = fidelity(original, loaded.model, cal, "calibration",
+                                       calibration_batch)
+        rep["timing_s"]["calibrate"] = round(time.perf_counter() - t2, 4)
+    refusal = _fidelity_refusal(rep, min_agreement, max_output_error)
+    for w in _fidelity_warnings(rep):
+        warn(w)
     written: list[str] = []
-    if dry_run:
+    if refusal:
+        rep["output_note"] = f"nothing written: {refusal}"
+    elif dry_run:
         rep["output_note"] = "dry run: nothing written"
     elif converted == 0 and not write_unchanged:
         rep["output_note"] = "no layer converted: nothing written (--write-unchanged writes it)"
     else:
         assert output is not None
         t1 = time.perf_counter()
-        files = serialise(loaded, decisions, output)
+        arch_doc = {"arch": arch, "arch_kwargs": kwargs} if arch else None
+        files = serialise(loaded, decisions, output, calibrated, arch_doc)
         write_all_atomic(files, overwrite=force)
         rep["timing_s"]["write"] = round(time.perf_counter() - t1, 4)
         written = [str(p) for p, _ in files]
@@ -146,6 +217,44 @@ def convert(
             **rep, "written": written}
     emit(envelope([case], environment=_environment(map_location)), convert_view, fmt, as_json,
          reports)
+    if refusal:
+        raise fail(refusal, 1)
+
+
+def _fidelity_refusal(rep: dict[str, Any], min_agreement: float | None,
+                      max_output_error: float | None) -> str | None:
+    """Why the conversion must not be written (--min-agreement, --max-output-error)."""
+    fid = rep.get("fidelity")
+    if min_agreement is not None and fid is not None:
+        agreement = fid.get("agreement")
+        if agreement is None:
+            return "--min-agreement: the model's output is not (N, classes) logits"
+        if agreement < min_agreement:
+            return (f"top-1 agreement {agreement:.4f} on the {fid['on']} inputs is below "
+                    f"--min-agreement {min_agreement}")
+    if max_output_error is not None:
+        err = fid["rel_output_error"] if fid is not None else rep["verification"].get(
+            "rel_diff")
+        if err is None:
+            return "--max-output-error needs --input-shape, --calibration-data or --eval-data"
+        if err > max_output_error:
+            return f"relative output error {err:.4f} is above --max-output-error {max_output_error}"
+    return None
+
+
+def _fidelity_warnings(rep: dict[str, Any]) -> list[str]:
+    """Without calibration a conversion can quietly break a model: say so."""
+    out = []
+    low = [la["name"] for la in rep["layers"] if la["status"] == "converted"
+           and la.get("energy") is not None and la["energy"] < 0.5 and "output_error" not in la]
+    if low:
+        out.append(f"{len(low)} converted layer(s) keep less than half their spectral energy "
+                   f"({', '.join(low[:3])}{' ...' if len(low) > 3 else ''}): the output will "
+                   "change; --calibration-data refits them")
+    rel = rep["verification"].get("rel_diff")
+    if rel is not None and rel > 0.1 and "fidelity" not in rep:
+        out.append(f"the output check's relative error is {rel:.3f} (> 0.1)")
+    return out
 
 
 def _environment(map_location: str) -> dict[str, Any]:

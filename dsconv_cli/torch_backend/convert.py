@@ -264,7 +264,8 @@ def _totals(decisions: list[Decision], model: nn.Module) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- writing
 
-def serialise(loaded: Loaded, decisions: list[Decision], output: Path
+def serialise(loaded: Loaded, decisions: list[Decision], output: Path,
+              calibrated: frozenset[str] = frozenset(), arch: dict[str, Any] | None = None
               ) -> list[tuple[Path, bytes | str]]:
     """The files to write: the model (or state_dict plus its plan beside it)."""
     buf = io.BytesIO()
@@ -272,7 +273,7 @@ def serialise(loaded: Loaded, decisions: list[Decision], output: Path
         torch.save(loaded.model, buf)
         return [(output, buf.getvalue())]
     torch.save(loaded.model.state_dict(), buf)
-    plan = plan_document(decisions, loaded.source)
+    plan = plan_document(decisions, loaded.source, calibrated, arch)
     return [(output, buf.getvalue()),
             (plan_path(output), json.dumps(plan, indent=2) + "\n")]
 

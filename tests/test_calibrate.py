@@ -1,0 +1,159 @@
+"""Data-aware conversion: a trained network keeps working after conversion when its
+converted layers are refitted on unlabelled inputs; fidelity is measured, not assumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from dsconv_cli.cli import app
+
+from .zoo import SmallCNN, patterns
+
+runner = CliRunner()
+
+
+def run(*args: Any) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SmallCNN trained to high accuracy on the pattern task (a few seconds), saved with
+    256 unlabelled calibration inputs and 256 held-out ones."""
+    d = tmp_path_factory.mktemp("cal")
+    torch.manual_seed(0)
+    model = SmallCNN()
+    x, y = patterns(1024, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        idx = torch.randint(0, 1024, (64,))
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt = patterns(512, seed=2)
+    with torch.no_grad():
+        acc = float((model(xt).argmax(1) == yt).float().mean())
+    assert acc > 0.9, acc  # the task is learnt: agreement below will mean something
+    torch.save(model, d / "cnn.pt")
+    torch.save(patterns(256, seed=3)[0], d / "cal.pt")
+    np.save(d / "eval.npy", patterns(256, seed=4)[0].numpy())
+    return d
+
+
+def convert(d: Path, *extra: Any) -> dict[str, Any]:
+    r = run("convert", d / "cnn.pt", "--trust-pickle", "--dry-run", "--min-channels", "8",
+            "--depth-multiplier", "1", "--eval-data", d / "eval.npy", "--json", *extra)
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)["cases"][0]
+
+
+def test_calibration_keeps_the_model_working(trained: Path) -> None:
+    plain = convert(trained)
+    cal = convert(trained, "--calibration-data", trained / "cal.pt")
+    a0, a1 = plain["fidelity"]["agreement"], cal["fidelity"]["agreement"]
+    assert cal["fidelity"]["on"] == "eval" and cal["fidelity"]["n"] == 256
+    assert a1 >= 0.9 and a1 > a0, (a0, a1)
+    assert cal["fidelity"]["rel_output_error"] < plain["fidelity"]["rel_output_error"]
+    assert cal["fidelity_on_calibration"]["on"] == "calibration"
+    rows = [la for la in cal["layers"] if la["status"] == "converted"]
+    assert len(rows) == 3  # the 32-channel 3x3 convs (the 3-channel stem is skipped)
+    for la in rows:  # the refit never makes a layer worse on the data it was fitted on
+        assert la["output_error"]["calibrated"] <= la["output_error"]["svd"] + 1e-9
+
+
+def test_the_refit_is_exact_where_the_ds_form_is(trained: Path, tmp_path: Path) -> None:
+    # full rank (m = 9 for a 3x3 kernel): the DS form can represent every layer exactly
+    cal = convert(trained, "--calibration-data", trained / "cal.pt", "--depth-multiplier",
+                  "9", "--allow-larger")
+    for la in cal["layers"]:
+        if la["status"] == "converted":
+            assert la["output_error"]["calibrated"] < 1e-5, la
+    assert cal["fidelity"]["agreement"] == 1.0
+
+
+def test_min_agreement_refuses_and_writes_nothing(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.pt"
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "-o", out, "--min-channels", "8",
+            "--eval-data", trained / "eval.npy", "--min-agreement", "0.999")
+    assert r.exit_code == 1 and "below --min-agreement" in r.stderr and not out.exists()
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "-o", out, "--min-channels", "8",
+            "--eval-data", trained / "eval.npy", "--max-output-error", "0.0001")
+    assert r.exit_code == 1 and "--max-output-error" in r.stderr and not out.exists()
+
+
+def test_plan_records_calibration_and_arch(trained: Path, tmp_path: Path) -> None:
+    model = torch.load(trained / "cnn.pt", weights_only=False)
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    out = tmp_path / "o.pt"
+    r = run("convert", tmp_path / "sd.pt", "-o", out, "--arch", "tests.zoo:SmallCNN",
+            "--arch-kwargs", '{"classes": 4}', "--min-channels", "8",
+            "--calibration-data", trained / "cal.pt")
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads((tmp_path / "o.pt.plan.json").read_text())
+    assert plan["arch"] == {"arch": "tests.zoo:SmallCNN", "arch_kwargs": {"classes": 4}}
+    assert all(la["calibrated"] for la in plan["layers"]) and len(plan["layers"]) == 3
+    from dsconv_cli import apply_plan
+
+    rebuilt = apply_plan(SmallCNN(classes=4), plan)
+    rebuilt.load_state_dict(torch.load(out, weights_only=True))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: torch.save(torch.randn(4, 5, 16, 16), d / "bad.pt"), "do not fit the model"),
+    (lambda d: torch.save(torch.randn(0, 3, 16, 16), d / "bad.pt"), "expected N inputs"),
+    (lambda d: torch.save(torch.full((2, 3, 16, 16), float("nan")), d / "bad.pt"), "NaN"),
+    (lambda d: torch.save(torch.zeros(2, 3, 16, 16, dtype=torch.int64), d / "bad.pt"),
+     "floating-point"),
+    (lambda d: torch.save({"x": nn.Linear(1, 1)}, d / "bad.pt"), "pickled objects"),
+    (lambda d: None, "no such file"),
+])
+def test_bad_calibration_data(trained: Path, tmp_path: Path, make: Any, message: str) -> None:
+    make(tmp_path)
+    out = tmp_path / "o.pt"
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "-o", out, "--min-channels", "8",
+            "--calibration-data", tmp_path / "bad.pt")
+    assert r.exit_code == 2 and message in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error:") and not out.exists()
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm's pattern: TF-style 'same' padding computed in forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        ph = max((ih - 1) // self.stride[0] * self.stride[0] + self.kernel_size[0] - ih, 0)
+        pw = max((iw - 1) // self.stride[1] * self.stride[1] + self.kernel_size[1] - iw, 0)
+        x = nn.functional.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation,
+                                    self.groups)
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's weight-standardised conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_conv_subclasses_with_their_own_forward_are_not_converted(tmp_path: Path) -> None:
+    m = nn.Sequential(Conv2dSame(32, 32, 3, stride=2), StdConv2d(32, 32, 3, padding=1))
+    p = tmp_path / "m.pt"
+    torch.save(m, p)
+    r = run("convert", p, "--trust-pickle", "--dry-run", "--input-shape", "1,32,15,15",
+            "--json")
+    case = json.loads(r.stdout)["cases"][0]
+    assert case["totals"]["converted"] == 0
+    assert all("overrides Conv2d.forward" in la["reason"] for la in case["layers"])
+    assert case["verification"]["rel_diff"] == 0.0

@@ -165,8 +165,9 @@ def convert(
         decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
     except InputError as e:
         if from_data and e.message.startswith("--input-shape"):
-            raise InputError(f"{from_data}: inputs of shape {tuple((shape or ())[1:])} do not fit the "
-                             f"model: {e.message.split(': ', 1)[1]}") from e
+            dims = tuple((shape or ())[1:])
+            raise InputError(f"{from_data}: inputs of shape {dims} do not fit the model: "
+                             f"{e.message.split(': ', 1)[1]}") from e
         raise
     rep["timing_s"]["load"] = round(t_load, 4)
     converted = rep["totals"]["converted"]

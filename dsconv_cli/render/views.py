@@ -316,6 +316,20 @@ def convert_view(env: dict[str, Any]) -> list[Table]:
             + (f"; conv MACs {fmt_int(tot['conv_macs_before'])} -> "
                f"{fmt_int(tot['conv_macs_after'])}" if tot["conv_macs_before"] is not None
                else ""))
+        for key in ("fidelity", "fidelity_on_calibration"):
+            fid = case.get(key)
+            if fid:
+                agree = ("-" if fid["agreement"] is None
+                         else f"{100 * fid['agreement']:.2f}%")
+                t.notes.append(f"Fidelity on the {fid['on']} inputs (n={fid['n']}): top-1 "
+                               f"agreement {agree}, relative output error "
+                               f"{fid['rel_output_error']:.4g}")
+        cal = [la for la in case["layers"] if la.get("output_error")]
+        if cal:
+            t.notes.append("Calibrated (output error on the calibration inputs, SVD -> refit): "
+                           + "; ".join(f"{la['name']} {la['output_error']['svd']:.3g} -> "
+                                       f"{la['output_error']['calibrated']:.3g}"
+                                       for la in cal[:8]) + (" ..." if len(cal) > 8 else ""))
         v = case["verification"]
         if v["verified"]:
             t.notes.append(f"Output check (eval, seed {v['seed']}, input "

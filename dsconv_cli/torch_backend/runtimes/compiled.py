@@ -19,7 +19,10 @@ class CompileRuntime:
 
     def prepare(self, module: nn.Module, x: torch.Tensor) -> Prepared:
         try:
-            compiled = torch.compile(module, backend="inductor")
+            # a fresh compiler per module: dynamo caches by code object (every Conv2d shares
+            # one forward), and past its recompile limit it silently runs eager
+            torch.compiler.reset()
+            compiled = torch.compile(module, backend="inductor", dynamic=False)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 compiled(x)  # compiles

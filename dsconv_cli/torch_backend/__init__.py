@@ -1,10 +1,19 @@
-"""The only code that imports torch. Commands import it lazily."""
+"""The only code that imports torch. Commands import it lazily.
+
+This module holds what every backend module shares: how an out-of-memory error looks,
+how much memory is free, and what a failed forward pass means.
+"""
 
 from __future__ import annotations
 
-import torch
+import os
 
-__all__ = ["is_oom"]
+import torch
+from torch import nn
+
+from ..errors import BackendError, InputError
+
+__all__ = ["forward_error", "free_memory", "is_oom"]
 
 
 def is_oom(e: BaseException) -> bool:
@@ -13,3 +22,27 @@ def is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or (
         "can't allocate" in msg) or "not enough memory" in msg
+
+
+def free_memory() -> int | None:
+    """Bytes of physical memory free on this machine, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def forward_error(model: nn.Module, stack: list[str], input_shape: tuple[int, ...],
+                  e: BaseException) -> Exception:
+    """A forward failed: where (the innermost module running, from ``stack``) and why;
+    out of memory is the environment (exit 1), anything else the input (exit 2)."""
+    where = ""
+    if stack:
+        kind = type(model.get_submodule(stack[-1])).__name__
+        where = f" in {stack[-1] or 'the model'} ({kind})"
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    shape = ",".join(map(str, input_shape))
+    if is_oom(e):
+        return BackendError(f"out of memory running the model on input {shape}{where}: {first}")
+    return InputError(f"--input-shape {shape}: the forward pass failed{where}: "
+                      f"{type(e).__name__}: {first}")

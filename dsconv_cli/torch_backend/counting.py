@@ -37,8 +37,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
 from ..cost import Cost
-from ..errors import BackendError, InputError
-from . import is_oom
+from ..errors import InputError
+from . import forward_error, free_memory
 
 __all__ = ["ModelCount", "ModuleCount", "check_forward_fits", "count_model", "model_cost"]
 
@@ -302,7 +302,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
     except (Exception, SystemExit) as e:  # an op without a meta kernel, or a real error
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if not _meta_only_failure(e):  # a wrong shape fails on meta as it would for real
-            raise _forward_error(model, stack, input_shape, e) from e
+            raise forward_error(model, stack, input_shape, e) from e
         _check_input_fits(input_shape, dtype)
         stack.clear()
         conv_shapes.clear()
@@ -313,7 +313,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
         try:
             y, uncounted = _run(model, x, False, stack, rows, conv_shapes)
         except (Exception, SystemExit) as e2:
-            raise _forward_error(model, stack, input_shape, e2) from e2
+            raise forward_error(model, stack, input_shape, e2) from e2
     out = next((t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)), None)
     if out is None:
         raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor (or "
@@ -335,29 +335,11 @@ def _meta_only_failure(e: BaseException) -> bool:
         or "data pointer" in msg
 
 
-def _forward_error(model: nn.Module, stack: list[str], input_shape: tuple[int, ...],
-                   e: BaseException) -> Exception:
-    """The forward failed: where (the innermost module running) and why; out of memory is
-    the environment (exit 1), anything else the input (exit 2)."""
-    where = ""
-    if stack:
-        kind = type(model.get_submodule(stack[-1])).__name__
-        where = f" in {stack[-1] or 'the model'} ({kind})"
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if is_oom(e):
-        return BackendError(f"out of memory running the model{where}: {first}")
-    return InputError(f"--input-shape {','.join(map(str, input_shape))}: the forward pass "
-                      f"failed{where}: {type(e).__name__}: {first}")
-
-
 def _check_input_fits(input_shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """Before a forward on real zeros: the input alone must fit in a tenth of free memory."""
-    import os
-
     need = math.prod(input_shape) * torch.empty((), dtype=dtype).element_size()
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = free_memory()
+    if free is None:
         return
     if need > 0.1 * free:
         raise InputError(f"--input-shape {','.join(map(str, input_shape))}: the model cannot be "
@@ -383,15 +365,12 @@ def check_forward_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     """Before a real forward: estimate its memory from a count on meta (the input, the two
     largest activations alive at once, the weights) and refuse beyond 80% of what this
     machine has free (``InputError``: the input shape asked for too much)."""
-    import os
-
     c = count_model(model, input_shape)
     outs = sorted((math.prod(r.output_shape) for r in c.modules.values() if r.output_shape),
                   reverse=True)
     need = (math.prod(input_shape) + sum(outs[:2]) + c.params) * c.dtype_bytes
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = free_memory()
+    if free is None:
         return
     if need > 0.8 * free:
         raise InputError(f"--input-shape {','.join(map(str, input_shape))}: a forward needs "

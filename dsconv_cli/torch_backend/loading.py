@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import BackendError, InputError
 from ..presets import PRESETS, get_preset
-from . import is_oom
+from . import forward_error, is_oom
 from .build import build_preset
 
 __all__ = ["Loaded", "build_arch", "build_arch_meta", "forward_once", "load_model",
@@ -310,16 +310,7 @@ def forward_once(model: nn.Module, shape: tuple[int, ...], seed: int,
         with torch.no_grad():
             y = model(x)
     except (Exception, SystemExit) as e:
-        where = ""
-        if stack:
-            kind = type(model.get_submodule(stack[-1])).__name__
-            where = f" in {stack[-1] or 'the model'} ({kind})"
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if is_oom(e):
-            raise BackendError(f"out of memory running the model on input "
-                               f"{','.join(map(str, shape))}{where}: {first}") from e
-        raise InputError(f"--input-shape {','.join(map(str, shape))}: the forward pass "
-                         f"failed{where}: {type(e).__name__}: {first}") from e
+        raise forward_error(model, stack, shape, e) from e
     finally:
         for h in hooks:
             h.remove()

@@ -24,7 +24,7 @@ from torch.utils.benchmark import Timer
 
 from ..errors import DsconvError, InputError
 from ..results import BlockStats, Measurement
-from . import is_oom
+from . import free_memory, is_oom
 
 __all__ = [
     "Calibration",
@@ -426,7 +426,5 @@ def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration)
 def available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
+    free = free_memory()
+    return 1 << 62 if free is None else free

@@ -20,6 +20,7 @@ from dsconv_cli.cli import app
 
 from .models import small_resnet
 from .test_measure import FAST
+from .utils import interrupt_second_call
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
@@ -333,15 +334,7 @@ def test_dry_run_finds_what_the_real_run_refuses(tmp_path: Path) -> None:
 def test_ctrl_c_report_is_marked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dsconv_cli.services import compare as svc
 
-    real, calls = svc.measure_layer, {"n": 0}
-
-    def second(*a: Any, **k: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(svc, "measure_layer", second)
+    interrupt_second_call(monkeypatch, svc, "measure_layer")
     rep = tmp_path / "r.json"
     r = run("compare", "--in", "8,16", "--hw", "8", "--measure", "--report", rep, *FAST)
     assert r.exit_code == 130 and json.loads(rep.read_text())["interrupted"] is True

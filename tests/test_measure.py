@@ -20,7 +20,7 @@ from dsconv_cli.torch_backend.timing import (
     time_call,
 )
 
-from .utils import needs_cuda, validate_report
+from .utils import interrupt_second_call, needs_cuda, validate_report
 
 runner = CliRunner()
 FAST = ["--min-time", "0.01", "--warmup", "1"]
@@ -169,16 +169,7 @@ def test_too_big_case_skipped_rest_reported() -> None:
 
 
 def test_ctrl_c_reports_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = compare_service.measure_layer
-    calls = {"n": 0}
-
-    def interrupt_second(*a: Any, **k: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(compare_service, "measure_layer", interrupt_second)
+    interrupt_second_call(monkeypatch, compare_service, "measure_layer")
     r = runner.invoke(app, ["compare", "--in", "8,16", "--hw", "8", "--measure", "--json",
                             *FAST])
     assert r.exit_code == 130

@@ -27,6 +27,7 @@ from dsconv_cli.torch_backend.timing import Calibration, roofline, time_call
 
 from .models import small_resnet
 from .test_measure import FAST, _timing
+from .utils import interrupt_second_call
 
 runner = CliRunner()
 
@@ -339,16 +340,7 @@ def test_ctrl_c_in_profile_json_writes_what_finished(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from dsconv_cli.services import profile as svc
 
-    calls = {"n": 0}
-    real = svc._run_case
-
-    def second_interrupts(*a: Any, **k: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(svc, "_run_case", second_interrupts)
+    interrupt_second_call(monkeypatch, svc, "_run_case")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("timing: {min_time: 0.01, warmup: 1}\ncases:\n"
                    "  - {name: a, layer: {in: 8, hw: 8}}\n  - {name: b, layer: {in: 8, hw: 8}}\n")

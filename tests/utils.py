@@ -30,3 +30,18 @@ def torch_counts(module: torch.nn.Module,
     flops = fc.get_total_flops()
     assert flops % 2 == 0
     return params, flops // 2, tuple(y.shape)
+
+
+def interrupt_second_call(monkeypatch: Any, owner: Any, name: str) -> None:
+    """Replace ``owner.name`` so that its second call raises KeyboardInterrupt (Ctrl-C
+    in the middle of a run); the first call runs for real."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, wrapped)

@@ -157,3 +157,26 @@ def test_conv_subclasses_with_their_own_forward_are_not_converted(tmp_path: Path
     assert case["totals"]["converted"] == 0
     assert all("overrides Conv2d.forward" in la["reason"] for la in case["layers"])
     assert case["verification"]["rel_diff"] == 0.0
+
+
+def test_report_counts_the_whole_model(tmp_path: Path) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .zoo import convnext_like
+
+    torch.manual_seed(0)
+    m = convnext_like()
+    p = tmp_path / "m.pt"
+    torch.save(m, p)
+    r = run("convert", p, "--trust-pickle", "-o", tmp_path / "o.pt", "--min-channels", "1",
+            "--input-shape", "1,3,32,32", "--allow-larger", "--json")
+    assert r.exit_code == 0, r.stderr
+    tot = json.loads(r.stdout)["cases"][0]["totals"]
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m.eval()(torch.randn(1, 3, 32, 32))
+    assert tot["model_macs_before"] == fc.get_total_flops() // 2
+    assert tot["model_macs_before"] > tot["conv_macs_before"]  # the MLP's Linear layers count
+    converted = torch.load(tmp_path / "o.pt", weights_only=False)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        converted.eval()(torch.randn(1, 3, 32, 32))
+    assert tot["model_macs_after"] == fc.get_total_flops() // 2

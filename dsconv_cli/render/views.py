@@ -310,6 +310,10 @@ def convert_view(env: dict[str, Any]) -> list[Table]:
         tot = case["totals"]
         if tot["converted"] == 0:
             t.notes.append("No eligible layer: the model is unchanged.")
+        if tot.get("model_macs_before") is not None:
+            t.notes.append(f"Whole model MACs (every op counted, as compare --model): "
+                           f"{fmt_int(tot['model_macs_before'])} -> "
+                           f"{fmt_int(tot['model_macs_after'])}")
         t.notes.append(
             f"Converted {tot['converted']} of {tot['layers']} Conv2d layers; model params "
             f"{fmt_int(tot['model_params_before'])} -> {fmt_int(tot['model_params_after'])}"

@@ -176,10 +176,12 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     t0 = time.perf_counter()
     shapes: dict[int, tuple[int, ...]] = {}
     x = y_before = None
+    macs_before = None
     if o.input_shape is not None:
-        from .counting import check_forward_fits
+        from .counting import check_forward_fits, count_model
 
         check_forward_fits(model, o.input_shape)
+        macs_before = count_model(model, o.input_shape).macs
         shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed)
     places = _conv_places(model)
     decisions: list[Decision] = []
@@ -218,9 +220,16 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
             "mode": "eval", "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
             "rel_diff": float(diff.norm()) / ref if ref else float(diff.norm()),
         }
+    totals = _totals(decisions, model)
+    if macs_before is not None and o.input_shape is not None:
+        from .counting import count_model
+
+        # the whole model, counted like compare --model: linear and attention included
+        totals["model_macs_before"] = macs_before
+        totals["model_macs_after"] = count_model(model, o.input_shape).macs
     report = {
         "layers": [_row(d, errors.get(d.facts.name)) for d in decisions],
-        "totals": _totals(decisions, model),
+        "totals": totals,
         "verification": verification,
         "timing_s": {"convert": round(t_convert, 4),
                      "verify": round(time.perf_counter() - t1, 4)},

@@ -180,3 +180,27 @@ def test_report_counts_the_whole_model(tmp_path: Path) -> None:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         converted.eval()(torch.randn(1, 3, 32, 32))
     assert tot["model_macs_after"] == fc.get_total_flops() // 2
+
+
+def test_a_ds_form_that_changes_the_shape_keeps_the_original(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsconv_cli.torch_backend import convert as conv_mod
+
+    real = conv_mod.make_pair
+
+    def wrong_stride(conv: nn.Conv2d, m: int, init: str, svd: Any = None) -> nn.Sequential:
+        pair = real(conv, m, init, svd)
+        pair[0].stride = (2, 2)  # what a mis-converted layer looks like
+        return pair
+
+    monkeypatch.setattr(conv_mod, "make_pair", wrong_stride)
+    m = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 8, 3))
+    p = tmp_path / "m.pt"
+    torch.save(m, p)
+    r = run("convert", p, "--trust-pickle", "-o", tmp_path / "o.pt", "--input-shape",
+            "1,32,12,12", "--json", "--write-unchanged")
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    assert case["totals"]["converted"] == 0
+    assert all("changes the output shape" in la["reason"] for la in case["layers"])
+    assert case["verification"]["rel_diff"] == 0.0

@@ -144,13 +144,17 @@ def _replace(model: nn.Module, replacements: dict[int, nn.Module]) -> None:
         setattr(parent, name, replacements[id(child)])
 
 
-def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int
+def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int,
+                  inputs: dict[int, torch.Tensor] | None = None
                   ) -> tuple[dict[int, tuple[int, ...]], torch.Tensor, torch.Tensor]:
-    """Shapes reaching each conv, the input used and the output, from one eval forward."""
+    """Shapes reaching each conv, the input used and the output, from one eval forward;
+    with ``inputs``, each conv's first input too (for the per-layer check)."""
     shapes: dict[int, tuple[int, ...]] = {}
 
     def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
         shapes.setdefault(id(mod), tuple(args[0].shape))
+        if inputs is not None and id(mod) not in inputs:
+            inputs[id(mod)] = args[0].detach().clone()
 
     hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
              if isinstance(m, nn.Conv2d)]
@@ -160,6 +164,28 @@ def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int
         for h in hooks:
             h.remove()
     return shapes, x, y
+
+
+def _layer_check(conv: nn.Conv2d, pair: nn.Module, x: torch.Tensor | None) -> str | None:
+    """The pair against the original layer on the input that reached it in the forward
+    pass: a different output shape (or a failure) keeps the original."""
+    if x is None:
+        return None
+    modes = conv.training, pair.training
+    conv.eval()
+    pair.eval()
+    try:
+        with torch.no_grad():
+            y0, y1 = conv(x), pair(x)
+    except Exception as e:  # the DS form cannot take what the layer takes
+        return f"the DS form fails on this layer's input ({type(e).__name__}); kept the original"
+    finally:
+        conv.train(modes[0])
+        pair.train(modes[1])
+    if y0.shape != y1.shape:
+        return (f"the DS form changes the output shape ({tuple(y0.shape)} -> "
+                f"{tuple(y1.shape)}); kept the original")
+    return None
 
 
 @dataclass(frozen=True)
@@ -177,12 +203,13 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     shapes: dict[int, tuple[int, ...]] = {}
     x = y_before = None
     macs_before = None
+    conv_inputs: dict[int, torch.Tensor] = {}
     if o.input_shape is not None:
         from .counting import check_forward_fits, count_model
 
         check_forward_fits(model, o.input_shape)
         macs_before = count_model(model, o.input_shape).macs
-        shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed)
+        shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed, conv_inputs)
     places = _conv_places(model)
     decisions: list[Decision] = []
     replacements: dict[int, nn.Module] = {}
@@ -204,8 +231,13 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
             if d.convert:
                 assert d.rank is not None
                 pair = make_pair(conv, d.rank, o.plan.init, svd)
-                replacements[key] = pair
-                errors[d.facts.name] = effective_weight_error(conv, pair)
+                problem = _layer_check(conv, pair, conv_inputs.get(key))
+                if problem is not None:  # keep the original layer, and say why
+                    d = replace(d, convert=False, reason=problem)
+                    decisions[-1] = d
+                else:
+                    replacements[key] = pair
+                    errors[d.facts.name] = effective_weight_error(conv, pair)
     _replace(model, replacements)
     t_convert = time.perf_counter() - t0
     t1 = time.perf_counter()

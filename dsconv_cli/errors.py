@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BudgetError",
     "ConfigError",
     "DsconvError",
     "FieldError",
@@ -68,3 +69,10 @@ class BackendError(DsconvError):
     """Something failed while running real layers (out of memory, device fault). Exit 1."""
 
     exit_code = 1
+
+
+class BudgetError(DsconvError):
+    """A budget the user set cannot be met (``--target-macs`` out of reach). Exit 1."""
+
+    exit_code = 1
+

@@ -32,6 +32,8 @@ class PlanOptions:
     max_error: float | None = None
     allow_larger: bool = False
     init: str = "svd"
+    #: per-layer multipliers chosen for a MACs budget (``--target-macs``), by layer name
+    ranks: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ def eligibility(f: ConvFacts, o: PlanOptions) -> str | None:
 
 
 def choose_rank(f: ConvFacts, o: PlanOptions) -> int:
+    chosen = dict(o.ranks)
+    if f.name in chosen:
+        return chosen[f.name]
     if o.energy is None or not f.energy_by_rank:
         return o.depth_multiplier
     for m, e in enumerate(f.energy_by_rank, start=1):
@@ -190,3 +195,46 @@ def plan_document(decisions: Sequence[Decision], source: str,
 def plan_path(output: Path) -> Path:
     """Where a converted state_dict's plan goes: beside it, ``NAME.plan.json``."""
     return output.with_name(output.name + ".plan.json")
+
+
+def ranks_for_budget(facts: Sequence[ConvFacts], model_macs: int, target: int,
+                     calls: dict[str, int] | None = None) -> dict[str, int]:
+    """``--target-macs``: every eligible layer starts at multiplier 1; then, greedily, the
+    step m -> m+1 with the most weight error removed per MAC added is taken while the model
+    stays within ``target`` MACs. The weight error at rank m is the Eckart-Young one,
+    sqrt(1 - energy kept). Raises ``ValueError`` when even multiplier 1 everywhere does not
+    fit (the message says how close it gets)."""
+    calls = calls or {}
+    rank = {f.name: 1 for f in facts}
+
+    def macs(f: ConvFacts, m: int) -> int:
+        return (_macs(f.separable(m), f.input_shape) or 0) * calls.get(f.name, 1)
+
+    def err(f: ConvFacts, m: int) -> float:
+        e = 1.0 if m >= f.max_rank or not f.energy_by_rank else f.energy_by_rank[m - 1]
+        return math.sqrt(max(0.0, 1.0 - e))
+
+    before = {f.name: (_macs(f.spec(), f.input_shape) or 0) * calls.get(f.name, 1)
+              for f in facts}
+    total = model_macs - sum(before.values()) + sum(macs(f, 1) for f in facts)
+    if total > target:
+        raise ValueError(f"even at depth multiplier 1 everywhere the model has {total:,} "
+                         f"MACs, above the target {target:,}")
+    while True:
+        best: tuple[float, ConvFacts] | None = None
+        for f in facts:
+            m = rank[f.name]
+            if m >= f.max_rank:
+                continue
+            added = macs(f, m + 1) - macs(f, m)
+            if added <= 0 or total + added > target:
+                continue
+            gain = (err(f, m) - err(f, m + 1)) / added
+            if best is None or gain > best[0]:
+                best = (gain, f)
+        if best is None:
+            return rank
+        f = best[1]
+        total += macs(f, rank[f.name] + 1) - macs(f, rank[f.name])
+        rank[f.name] += 1
+

@@ -204,3 +204,38 @@ def test_a_ds_form_that_changes_the_shape_keeps_the_original(
     assert case["totals"]["converted"] == 0
     assert all("changes the output shape" in la["reason"] for la in case["layers"])
     assert case["verification"]["rel_diff"] == 0.0
+
+
+@pytest.mark.parametrize("target", ["0.5", "0.8", "0.3"])
+def test_target_macs_meets_its_budget_and_never_exceeds_it(trained: Path, tmp_path: Path,
+                                                           target: str) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = tmp_path / "o.pt"
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "-o", out, "--min-channels",
+            "8", "--input-shape", "1,3,16,16", "--target-macs", target, "--json")
+    assert r.exit_code == 0, r.stderr
+    tot = json.loads(r.stdout)["cases"][0]["totals"]
+    converted = torch.load(out, weights_only=False).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        converted(torch.randn(1, 3, 16, 16))
+    macs = fc.get_total_flops() // 2
+    assert macs == tot["model_macs_after"] <= float(target) * tot["model_macs_before"]
+    ranks = [la["rank"] for la in json.loads(r.stdout)["cases"][0]["layers"] if la["rank"]]
+    assert ranks and max(ranks) >= 1
+
+
+def test_target_macs_rules(trained: Path) -> None:
+    base = ["convert", trained / "cnn.pt", "--trust-pickle", "--dry-run", "--min-channels",
+            "8", "--input-shape", "1,3,16,16"]
+    r = run(*base, "--target-macs", "0.5", "--depth-multiplier", "2")
+    assert r.exit_code == 2 and "one of them" in r.stderr
+    r = run(*base, "--target-macs", "0.5", "--energy", "0.9")
+    assert r.exit_code == 2
+    r = run(*base, "--target-macs", "0.01")  # below what multiplier 1 everywhere gives
+    assert r.exit_code == 1 and "even at depth multiplier 1" in r.stderr
+    big = run(*base, "--target-macs", "0.9", "--json")
+    small = run(*base, "--target-macs", "0.4", "--json")
+    r_big = sum(la["rank"] or 0 for la in json.loads(big.stdout)["cases"][0]["layers"])
+    r_small = sum(la["rank"] or 0 for la in json.loads(small.stdout)["cases"][0]["layers"])
+    assert r_big > r_small  # a larger budget buys more rank

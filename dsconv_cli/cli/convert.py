@@ -73,9 +73,13 @@ def convert(
     min_channels: MinChannelsOpt = 32,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
-    depth_multiplier: Annotated[int, typer.Option(
-        help="Depthwise filters per input channel (the rank of the factorisation).",
-        rich_help_panel=PICK)] = 1,
+    depth_multiplier: Annotated[Optional[int], typer.Option(
+        help="Depthwise filters per input channel (the rank of the factorisation; default "
+        "1).", rich_help_panel=PICK, show_default=False)] = None,
+    target_macs: Annotated[Optional[float], typer.Option(
+        "--target-macs", help="Fit the model in this many MACs: a fraction of its MACs "
+        "(<= 1) or a count. Multipliers are raised per layer where they remove the most "
+        "error per MAC added.", rich_help_panel=PICK)] = None,
     init: Annotated[Init, typer.Option(
         help="svd: best rank-m factorisation of the original weights; random: fresh "
         "weights (needs retraining).", rich_help_panel=PICK)] = Init.svd,
@@ -132,7 +136,14 @@ def convert(
     if min_agreement is not None and calibration_data is None and eval_data is None:
         raise InputError("--min-agreement needs inputs to agree on: --calibration-data or "
                          "--eval-data")
-    plan = _plan_options(min_channels, include, exclude, depth_multiplier, init, energy,
+    if target_macs is not None:
+        finite("--target-macs", target_macs, hi=1e18)
+        if energy is not None or depth_multiplier is not None:
+            raise InputError("give --target-macs, --energy or --depth-multiplier, one of them")
+        if init is not Init.svd:
+            raise InputError("--target-macs needs --init svd (it reads the weights' spectrum)")
+    plan = _plan_options(min_channels, include, exclude,
+                         1 if depth_multiplier is None else depth_multiplier, init, energy,
                          max_error, allow_larger)
     kwargs = parse_arch_kwargs(arch_kwargs)
     _check_output(model, output, dry_run, force, reports)
@@ -162,7 +173,7 @@ def convert(
         check_writable(plan_path(output), "--output's plan", overwrite=force)
     original = copy.deepcopy(loaded.model) if cal is not None or held is not None else None
     try:
-        decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed))
+        decisions, rep = convert_model(loaded, ConvertOptions(plan, shape, seed, target_macs))
     except InputError as e:
         if from_data and e.message.startswith("--input-shape"):
             dims = tuple((shape or ())[1:])
@@ -214,7 +225,8 @@ def convert(
     case = {"name": str(model), "source": {"path": str(model), "format": loaded.kind},
             "options": {"init": plan.init, "depth_multiplier": plan.depth_multiplier,
                         "energy": plan.energy, "max_error": plan.max_error,
-                        "min_channels": plan.min_channels, "allow_larger": plan.allow_larger},
+                        "min_channels": plan.min_channels, "allow_larger": plan.allow_larger,
+                        "target_macs": target_macs},
             **rep, "written": written}
     emit(envelope([case], environment=_environment(map_location)), convert_view, fmt, as_json,
          reports)

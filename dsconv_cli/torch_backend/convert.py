@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import BudgetError, InputError
 from ..plan import (
     PLAN_VERSION,
     ConvFacts,
@@ -24,6 +24,7 @@ from ..plan import (
     eligibility,
     plan_document,
     plan_path,
+    ranks_for_budget,
 )
 from .loading import Loaded, forward_once
 
@@ -166,6 +167,21 @@ def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int,
     return shapes, x, y
 
 
+def _budget_plan(o: ConvertOptions, plan: PlanOptions, facts: list[ConvFacts],
+                 model_macs: int | None) -> PlanOptions:
+    """Per-layer multipliers that fit ``--target-macs`` (see ``plan.ranks_for_budget``)."""
+    if model_macs is None or o.target_macs is None:
+        raise InputError("--target-macs needs the model's MACs: give --input-shape or "
+                         "--calibration-data")
+    target = int(o.target_macs * model_macs) if o.target_macs <= 1 else int(o.target_macs)
+    eligible = [f for f in facts if eligibility(f, plan) is None and f.input_shape]
+    try:
+        ranks = ranks_for_budget(eligible, model_macs, target)
+    except ValueError as e:
+        raise BudgetError(f"--target-macs {o.target_macs:g}: {e}") from None
+    return replace(plan, ranks=tuple(sorted(ranks.items())), allow_larger=True)
+
+
 def _layer_check(conv: nn.Conv2d, pair: nn.Module, x: torch.Tensor | None) -> str | None:
     """The pair against the original layer on the input that reached it in the forward
     pass: a different output shape (or a failure) keeps the original."""
@@ -193,6 +209,8 @@ class ConvertOptions:
     plan: PlanOptions = PlanOptions()
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
+    #: --target-macs: a fraction of the model's MACs (<= 1) or an absolute count
+    target_macs: float | None = None
 
 
 def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], dict[str, Any]]:
@@ -214,19 +232,25 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     decisions: list[Decision] = []
     replacements: dict[int, nn.Module] = {}
     errors: dict[str, float] = {}
+    read = []
+    for key, (conv, names) in places.items():
+        facts = conv_facts(conv, names, shapes.get(key))
+        svd = None
+        if eligibility(facts, o.plan) is None and not bool(
+                torch.isfinite(conv.weight.detach()).all()):
+            raise InputError(f"layer {names[0]}: holds non-finite weights (NaN or inf); "
+                             "fix the model or --exclude the layer")
+        if o.plan.init == "svd" and eligibility(facts, o.plan) is None:
+            svd = _svd(conv)  # only candidates pay for the spectrum
+            facts = replace(facts, energy_by_rank=_energy(svd[1]))
+        read.append((key, conv, names, facts, svd))
+    plan = o.plan
+    if o.target_macs is not None:
+        plan = _budget_plan(o, plan, [f for _, _, _, f, _ in read], macs_before)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(o.seed)
-        for key, (conv, names) in places.items():
-            facts = conv_facts(conv, names, shapes.get(key))
-            svd = None
-            if eligibility(facts, o.plan) is None and not bool(
-                    torch.isfinite(conv.weight.detach()).all()):
-                raise InputError(f"layer {names[0]}: holds non-finite weights (NaN or inf); "
-                                 "fix the model or --exclude the layer")
-            if o.plan.init == "svd" and eligibility(facts, o.plan) is None:
-                svd = _svd(conv)  # only candidates pay for the spectrum
-                facts = replace(facts, energy_by_rank=_energy(svd[1]))
-            d = decide(facts, o.plan)
+        for key, conv, _names, facts, svd in read:
+            d = decide(facts, plan)
             decisions.append(d)
             if d.convert:
                 assert d.rank is not None

@@ -60,7 +60,9 @@ class ConvFacts:
 
     @property
     def max_rank(self) -> int:
-        return min(self.out_channels, self.kernel[0] * self.kernel[1])
+        """The rank of each input channel's slice: the outputs it feeds (its group's) by
+        the kernel taps."""
+        return min(self.out_channels // self.groups, self.kernel[0] * self.kernel[1])
 
     def spec(self) -> ConvSpec:
         pad = (0, 0) if self.padding == "valid" else self.padding
@@ -70,7 +72,7 @@ class ConvFacts:
     def separable(self, m: int) -> SeparableSpec:
         base = self.spec()
         return SeparableSpec(self.in_channels, self.out_channels, self.kernel, self.stride,
-                             base.padding, self.dilation, m, self.bias)
+                             base.padding, self.dilation, m, self.bias, pw_groups=self.groups)
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,8 @@ def eligibility(f: ConvFacts, o: PlanOptions) -> str | None:
     if f.custom_forward:
         return (f"{f.custom_forward} overrides Conv2d.forward; its output is not a plain "
                 "conv's, so the DS form would change it")
-    if f.groups != 1:
-        return ("already depthwise" if f.groups == f.in_channels else "grouped conv") + (
-            f" (groups={f.groups})")
+    if f.groups == f.in_channels and f.groups > 1:
+        return f"already depthwise (groups={f.groups})"
     if f.kernel == (1, 1):
         return "1x1 conv (already pointwise)"
     if f.in_channels < o.min_channels:

@@ -108,6 +108,9 @@ class SeparableSpec:
     dw_activation: str | None = None
     pw_bn: bool = False
     pw_activation: str | None = None
+    #: groups of the pointwise conv: a grouped conv (ResNeXt, RegNet) converted per group
+    #: keeps its groups there
+    pw_groups: int = 1
 
     kind = "separable"
 
@@ -119,7 +122,7 @@ class SeparableSpec:
             groups=self.in_channels, bias=False, bn=self.dw_bn, activation=self.dw_activation,
         )
         pw = ConvSpec(
-            mid, self.out_channels, (1, 1), (1, 1), (0, 0), (1, 1),
+            mid, self.out_channels, (1, 1), (1, 1), (0, 0), (1, 1), groups=self.pw_groups,
             bias=self.bias, bn=self.pw_bn, activation=self.pw_activation,
         )
         return (("depthwise", dw), ("pointwise", pw))

@@ -239,3 +239,29 @@ def test_target_macs_rules(trained: Path) -> None:
     r_big = sum(la["rank"] or 0 for la in json.loads(big.stdout)["cases"][0]["layers"])
     r_small = sum(la["rank"] or 0 for la in json.loads(small.stdout)["cases"][0]["layers"])
     assert r_big > r_small  # a larger budget buys more rank
+
+
+def test_grouped_conv_converts_per_group_and_is_exact_at_full_rank(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1, groups=4, bias=True), nn.ReLU())
+    p = tmp_path / "m.pt"
+    torch.save(m, p)
+    out = tmp_path / "o.pt"
+    r = run("convert", p, "--trust-pickle", "-o", out, "--input-shape", "2,32,10,10",
+            "--depth-multiplier", "9", "--allow-larger", "--json")
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    (la,) = case["layers"]
+    assert la["status"] == "converted" and la["max_rank"] == 9 and la["weight_error"] < 1e-6
+    assert case["verification"]["rel_diff"] < 1e-6
+    pair = torch.load(out, weights_only=False)[0]
+    assert pair[1].groups == 4 and pair[0].groups == 32
+    assert sum(t.numel() for t in pair.parameters()) == la["params_after"]
+    # at m=1 it is smaller and, calibrated on data, still a least-squares fit per group
+    data = torch.randn(64, 32, 10, 10)
+    torch.save(data, tmp_path / "cal.pt")
+    r = run("convert", p, "--trust-pickle", "--dry-run", "--calibration-data",
+            tmp_path / "cal.pt", "--json")
+    (la,) = json.loads(r.stdout)["cases"][0]["layers"]
+    assert la["params_after"] < la["params_before"]
+    assert la["output_error"]["calibrated"] <= la["output_error"]["svd"] + 1e-9

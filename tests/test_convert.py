@@ -83,7 +83,7 @@ def test_convert_structure_params_and_shapes(tmp_path: Path, factory: Any) -> No
             k = orig.kernel_size[0] * orig.kernel_size[1]
             m_ = la["rank"]
             assert la["params_after"] == orig.in_channels * m_ * k + (
-                orig.in_channels * m_ * orig.out_channels) + (
+                orig.in_channels * m_ * orig.out_channels // orig.groups) + (
                 orig.out_channels if orig.bias is not None else 0)
             saved += la["params_before"] - la["params_after"]
     assert nparams(conv) == nparams(m) - saved
@@ -146,7 +146,8 @@ def test_keeps_attributes_mode_dtype_and_sharing(tmp_path: Path) -> None:
     assert c.blocks[1][0] is c.blocks[1][2]  # the shared conv is converted once, shared again
     assert c.training and not c.blocks[2].training and not same.training
     assert c.blocks[2]["pw"].kernel_size == (1, 1)  # 1x1 untouched
-    assert c.blocks[2]["grp"].groups == 4  # grouped untouched
+    grp = c.blocks[2]["grp"]  # a grouped conv is converted per group: the pointwise keeps it
+    assert isinstance(grp, nn.Sequential) and grp[1].groups == 4 and grp[0].groups == 64
 
 
 def test_state_dict_arch_plan_and_apply_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -273,7 +274,7 @@ def test_energy_max_error_include_exclude(mobilenet_file: tuple[nn.Module, Path]
             "*.same", "--json")
     conv = [la["name"] for la in json.loads(r.stdout)["cases"][0]["layers"]
             if la["status"] == "converted"]
-    assert conv == ["blocks.2.dil"]
+    assert conv == ["blocks.2.dil", "blocks.2.grp"]
 
 
 def test_no_input_shape_says_not_verified(mobilenet_file: tuple[nn.Module, Path]) -> None:

@@ -143,15 +143,28 @@ def refit(original: nn.Module, converted: nn.Module, names: list[str], data: tor
                 a += zf.T @ zf
                 b += zf.T @ yf
                 yy += float((yf * yf).sum())
-        m_old = pw.weight.detach().double().reshape(cout, k).T
+        # the pointwise conv as a (features [+ 1], outputs) matrix; a grouped one (a grouped
+        # conv converted per group) is block diagonal: each group solved on its own
+        g = pw.groups
+        kg, og = k // g, cout // g
+        w = pw.weight.detach().double().reshape(g, og, kg)
+        m_old = torch.zeros(dim, cout, dtype=torch.float64)
+        for gi in range(g):
+            m_old[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og] = w[gi].T
         if bias:
             assert pw.bias is not None
-            m_old = torch.cat([m_old, pw.bias.detach().double()[None]], 0)
-
-        lam = RIDGE * float(a.diagonal().mean()) if dim else 0.0
-        m_new = torch.linalg.solve(a + lam * torch.eye(dim, dtype=a.dtype), b)
+            m_old[k] = pw.bias.detach().double()
+        m_new = torch.zeros_like(m_old)
+        for gi in range(g):
+            rows = list(range(gi * kg, (gi + 1) * kg)) + ([k] if bias else [])
+            cols = slice(gi * og, (gi + 1) * og)
+            ag = a[rows][:, rows]
+            lam = RIDGE * float(ag.diagonal().mean()) if rows else 0.0
+            m_new[rows, cols] = torch.linalg.solve(
+                ag + lam * torch.eye(len(rows), dtype=a.dtype), b[rows, cols])
         with torch.no_grad():
-            pw.weight.copy_(m_new[:k].T.reshape(cout, k, 1, 1))
+            pw.weight.copy_(torch.stack([m_new[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og].T
+                                         for gi in range(g)]).reshape(cout, kg, 1, 1))
             if bias:
                 assert pw.bias is not None
                 pw.bias.copy_(m_new[k])

@@ -70,8 +70,12 @@ def _svd(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     The batch of small SVDs runs on one thread: LAPACK's threading over many tiny matrices
     oversubscribes the cores (7 s on 2 threads vs 0.05 s on one, measured here)."""
     w = conv.weight.detach().to("cpu", torch.float64)
-    cout, cin, kh, kw = w.shape
-    a = w.permute(1, 0, 2, 3).reshape(cin, cout, kh * kw)
+    cout, cin_g, kh, kw = w.shape
+    g = conv.groups
+    # input channel c of group gi feeds that group's cout/g outputs: its slice is
+    # (cout/g x Kh*Kw); for groups=1 that is all outputs
+    a = (w.reshape(g, cout // g, cin_g, kh * kw).permute(0, 2, 1, 3)
+         .reshape(g * cin_g, cout // g, kh * kw))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -101,18 +105,22 @@ def make_pair(conv: nn.Conv2d, m: int, init: str,
     attrs: dict[str, Any] = {"kernel_size": conv.kernel_size, "stride": conv.stride,
                              "padding": conv.padding, "dilation": conv.dilation,
                              "padding_mode": conv.padding_mode}
+    g = conv.groups
     dw = nn.Conv2d(cin, cin * m, groups=cin, bias=False, device=dev, dtype=dt, **attrs)
-    pw = nn.Conv2d(cin * m, cout, 1, bias=conv.bias is not None, device=dev, dtype=dt)
+    pw = nn.Conv2d(cin * m, cout, 1, groups=g, bias=conv.bias is not None, device=dev,
+                   dtype=dt)
     if init == "svd":
         u, s, vh = svd if svd is not None else _svd(conv)
         k = min(m, s.shape[1])
         d = torch.zeros(cin, m, kh * kw, dtype=torch.float64)
         d[:, :k] = vh[:, :k, :]
-        pmat = torch.zeros(cout, cin, m, dtype=torch.float64)
-        pmat[:, :, :k] = (u[:, :, :k] * s[:, None, :k]).permute(1, 0, 2)
+        # u: (cin, cout/g, r) -> pointwise (g, cout/g, cin/g, m)
+        pmat = torch.zeros(g, cout // g, cin // g, m, dtype=torch.float64)
+        pmat[..., :k] = (u[:, :, :k] * s[:, None, :k]).reshape(
+            g, cin // g, cout // g, k).permute(0, 2, 1, 3)
         with torch.no_grad():
             dw.weight.copy_(d.reshape(cin * m, 1, kh, kw))
-            pw.weight.copy_(pmat.reshape(cout, cin * m, 1, 1))
+            pw.weight.copy_(pmat.reshape(cout, (cin // g) * m, 1, 1))
     if conv.bias is not None:
         with torch.no_grad():
             assert pw.bias is not None
@@ -126,12 +134,12 @@ def effective_weight_error(conv: nn.Conv2d, pair: nn.Sequential) -> float:
     """||W' - W|| / ||W||, W' the dense kernel the pair computes (from its real weights)."""
     dw, pw = pair[0], pair[1]
     assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
-    cin, cout = conv.in_channels, conv.out_channels
+    cin, cout, g = conv.in_channels, conv.out_channels, conv.groups
     m = dw.out_channels // cin
-    d = dw.weight.detach().to("cpu", torch.float64).reshape(cin, m, -1)
-    p = pw.weight.detach().to("cpu", torch.float64).reshape(cout, cin, m)
-    eff = torch.einsum("ocm,cmk->ock", p, d)
-    w = conv.weight.detach().to("cpu", torch.float64).reshape(cout, cin, -1)
+    d = dw.weight.detach().to("cpu", torch.float64).reshape(g, cin // g, m, -1)
+    p = pw.weight.detach().to("cpu", torch.float64).reshape(g, cout // g, cin // g, m)
+    eff = torch.einsum("goim,gimk->goik", p, d)
+    w = conv.weight.detach().to("cpu", torch.float64).reshape(g, cout // g, cin // g, -1)
     norm = float(w.norm())
     return float((eff - w).norm()) / norm if norm else 0.0
 

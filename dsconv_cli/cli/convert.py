@@ -106,6 +106,9 @@ def convert(
         "--eval-data", help="Held-out inputs for the fidelity check (top-1 agreement, "
         "output error), reported apart from the calibration inputs.", rich_help_panel=FIT,
         dir_okay=False)] = None,
+    refine_steps: Annotated[int, typer.Option(
+        "--refine-steps", help="After the pointwise refit, alternate this many depthwise and "
+        "pointwise refits per layer.", rich_help_panel=FIT)] = 0,
     calibration_batch: Annotated[int, typer.Option(
         "--calibration-batch", help="Inputs per forward while calibrating (bounds memory).",
         rich_help_panel=FIT)] = 32,
@@ -133,6 +136,10 @@ def convert(
     finite("--max-output-error", max_output_error, lo_open=False)
     if not 1 <= calibration_batch <= 1 << 16:
         raise InputError(f"--calibration-batch must be 1 to 65536, got {calibration_batch}")
+    if not 0 <= refine_steps <= 100:
+        raise InputError(f"--refine-steps must be 0 to 100, got {refine_steps}")
+    if refine_steps and calibration_data is None:
+        raise InputError("--refine-steps refits on data: give --calibration-data")
     if min_agreement is not None and calibration_data is None and eval_data is None:
         raise InputError("--min-agreement needs inputs to agree on: --calibration-data or "
                          "--eval-data")
@@ -188,7 +195,8 @@ def convert(
         t2 = time.perf_counter()
         if cal is not None and names:
             with progress(len(names), "calibrating") as advance:
-                errs = refit(original, loaded.model, names, cal, calibration_batch, advance)
+                errs = refit(original, loaded.model, names, cal, calibration_batch, advance,
+                             refine_steps)
             calibrated = frozenset(errs)
             for row in rep["layers"]:
                 if row["name"] in errs:

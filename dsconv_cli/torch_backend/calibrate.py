@@ -100,79 +100,166 @@ def _collect(module: nn.Module, store: list[torch.Tensor]) -> Any:
     return module.register_forward_hook(lambda m, a, out: store.append(out.detach()))
 
 
+def _collect_input(module: nn.Module, store: list[torch.Tensor]) -> Any:
+    return module.register_forward_pre_hook(lambda m, a: store.append(a[0].detach()))
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N*H*W, C) in float64."""
     return t.double().movedim(1, -1).reshape(-1, t.shape[1])
 
 
 def refit(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
-          batch: int = 32, advance: Callable[[str], None] | None = None
-          ) -> dict[str, dict[str, float]]:
-    """Refit each converted layer's pointwise conv (and bias) in forward order. Returns,
-    per layer, the relative output error on the calibration inputs before (``svd``) and
-    after (``calibrated``) the refit."""
+          batch: int = 32, advance: Callable[[str], None] | None = None,
+          refine_steps: int = 0) -> dict[str, dict[str, Any]]:
+    """Refit each converted layer in forward order: its pointwise conv (and bias), then
+    ``refine_steps`` times the depthwise conv and the pointwise again. Returns, per layer,
+    the relative output error on the calibration inputs before (``svd``) and after
+    (``calibrated``), and the refine steps taken."""
     original.eval()
     converted.eval()
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in _order(original, names, data):
         conv = original.get_submodule(name)
         pair = converted.get_submodule(name)
         assert isinstance(pair, nn.Sequential)
-        dw, pw = pair[0], pair[1]
-        assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
-        k, cout, bias = dw.out_channels, pw.out_channels, pw.bias is not None
-        dim = k + int(bias)
-        a = torch.zeros(dim, dim, dtype=torch.float64)
-        b = torch.zeros(dim, cout, dtype=torch.float64)
-        yy = 0.0
-        for xb in _batches(data, batch, original):
-            ys: list[torch.Tensor] = []
-            zs: list[torch.Tensor] = []
-            h1, h2 = _collect(conv, ys), _collect(dw, zs)
-            try:
-                with torch.no_grad():
-                    _run(original, xb, "--calibration-data")
-                    _run(converted, xb, "--calibration-data")
-            finally:
-                h1.remove()
-                h2.remove()
-            for y, z in zip(ys, zs, strict=True):  # a shared conv: one pair per call
-                zf, yf = _flat(z), _flat(y)
-                if bias:
-                    zf = torch.cat([zf, torch.ones(zf.shape[0], 1, dtype=zf.dtype)], 1)
-                a += zf.T @ zf
-                b += zf.T @ yf
-                yy += float((yf * yf).sum())
-        # the pointwise conv as a (features [+ 1], outputs) matrix; a grouped one (a grouped
-        # conv converted per group) is block diagonal: each group solved on its own
-        g = pw.groups
-        kg, og = k // g, cout // g
-        w = pw.weight.detach().double().reshape(g, og, kg)
-        m_old = torch.zeros(dim, cout, dtype=torch.float64)
-        for gi in range(g):
-            m_old[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og] = w[gi].T
-        if bias:
-            assert pw.bias is not None
-            m_old[k] = pw.bias.detach().double()
-        m_new = torch.zeros_like(m_old)
-        for gi in range(g):
-            rows = list(range(gi * kg, (gi + 1) * kg)) + ([k] if bias else [])
-            cols = slice(gi * og, (gi + 1) * og)
-            ag = a[rows][:, rows]
-            lam = RIDGE * float(ag.diagonal().mean()) if rows else 0.0
-            m_new[rows, cols] = torch.linalg.solve(
-                ag + lam * torch.eye(len(rows), dtype=a.dtype), b[rows, cols])
-        with torch.no_grad():
-            pw.weight.copy_(torch.stack([m_new[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og].T
-                                         for gi in range(g)]).reshape(cout, kg, 1, 1))
-            if bias:
-                assert pw.bias is not None
-                pw.bias.copy_(m_new[k])
-        out[name] = {"svd": round(_rel(m_old, a, b, yy), 6),
-                     "calibrated": round(_rel(m_new, a, b, yy), 6)}
+        first, err = _refit_pointwise(original, converted, conv, pair, data, batch)
+        row: dict[str, Any] = {"svd": round(first, 6), "calibrated": round(err, 6)}
+        steps = 0
+        for _ in range(refine_steps):
+            if not _refit_depthwise(original, converted, conv, pair, data, batch):
+                row["refine_note"] = ("depthwise refit skipped: too many unknowns, or "
+                                      "padding other than zeros")
+                break
+            _, err = _refit_pointwise(original, converted, conv, pair, data, batch)
+            steps += 1
+        row["calibrated"] = round(err, 6)
+        if refine_steps:
+            row["refine_steps"] = steps
+        out[name] = row
         if advance:
             advance(name)
     return out
+
+
+def _pairs(original: nn.Module, converted: nn.Module, conv: nn.Module, inner: nn.Module,
+           data: torch.Tensor, batch: int, pre: bool = False
+           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """For each batch and call: (the original layer's output, and in the converted network
+    the depthwise conv's output, or with ``pre`` its input)."""
+    for xb in _batches(data, batch, original):
+        ys: list[torch.Tensor] = []
+        zs: list[torch.Tensor] = []
+        h1 = _collect(conv, ys)
+        h2 = _collect_input(inner, zs) if pre else _collect(inner, zs)
+        try:
+            with torch.no_grad():
+                _run(original, xb, "--calibration-data")
+                _run(converted, xb, "--calibration-data")
+        finally:
+            h1.remove()
+            h2.remove()
+        yield from zip(ys, zs, strict=True)  # a shared conv: one pair per call
+
+
+def _refit_pointwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
+                     pair: nn.Sequential, data: torch.Tensor, batch: int
+                     ) -> tuple[float, float]:
+    """Ridge least squares for the pointwise weights (and bias) given the depthwise conv;
+    block by block for a grouped pointwise. Returns the relative error before and after."""
+    dw, pw = pair[0], pair[1]
+    assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
+    k, cout, bias = dw.out_channels, pw.out_channels, pw.bias is not None
+    dim = k + int(bias)
+    a = torch.zeros(dim, dim, dtype=torch.float64)
+    b = torch.zeros(dim, cout, dtype=torch.float64)
+    yy = 0.0
+    for y, z in _pairs(original, converted, conv, dw, data, batch):
+        zf, yf = _flat(z), _flat(y)
+        if bias:
+            zf = torch.cat([zf, torch.ones(zf.shape[0], 1, dtype=zf.dtype)], 1)
+        a += zf.T @ zf
+        b += zf.T @ yf
+        yy += float((yf * yf).sum())
+    # the pointwise conv as a (features [+ 1], outputs) matrix; a grouped one (a grouped
+    # conv converted per group) is block diagonal: each group solved on its own
+    g = pw.groups
+    kg, og = k // g, cout // g
+    m_old = _pointwise_matrix(pw, dim)
+    m_new = torch.zeros_like(m_old)
+    for gi in range(g):
+        rows = list(range(gi * kg, (gi + 1) * kg)) + ([k] if bias else [])
+        cols = slice(gi * og, (gi + 1) * og)
+        ag = a[rows][:, rows]
+        lam = RIDGE * float(ag.diagonal().mean()) if rows else 0.0
+        m_new[rows, cols] = torch.linalg.solve(
+            ag + lam * torch.eye(len(rows), dtype=a.dtype), b[rows, cols])
+    with torch.no_grad():
+        pw.weight.copy_(torch.stack([m_new[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og].T
+                                     for gi in range(g)]).reshape(cout, kg, 1, 1))
+        if bias:
+            assert pw.bias is not None
+            pw.bias.copy_(m_new[k])
+    return _rel(m_old, a, b, yy), _rel(m_new, a, b, yy)
+
+
+def _pointwise_matrix(pw: nn.Conv2d, dim: int) -> torch.Tensor:
+    """The pointwise conv as a dense (features [+ bias row], outputs) matrix."""
+    k, cout, g = pw.in_channels, pw.out_channels, pw.groups
+    kg, og = k // g, cout // g
+    w = pw.weight.detach().double().reshape(g, og, kg)
+    m = torch.zeros(dim, cout, dtype=torch.float64)
+    for gi in range(g):
+        m[gi * kg:(gi + 1) * kg, gi * og:(gi + 1) * og] = w[gi].T
+    if pw.bias is not None:
+        m[k] = pw.bias.detach().double()
+    return m
+
+
+#: the depthwise refit solves for every depthwise weight at once: at most this many
+MAX_DEPTHWISE_UNKNOWNS = 4096
+
+
+def _refit_depthwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
+                     pair: nn.Sequential, data: torch.Tensor, batch: int) -> bool:
+    """Ridge least squares for the depthwise weights given the pointwise conv P:
+    y = P · (D * patches) + b is linear in D, with normal equations
+    A = (Σ patch patchᵀ) ∘ (PᵀP) over matching channels. False when skipped."""
+    dw, pw = pair[0], pair[1]
+    assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
+    cin, mid = dw.in_channels, dw.out_channels
+    m = mid // cin
+    kh, kw = dw.kernel_size
+    taps = kh * kw
+    n = mid * taps
+    if (n > MAX_DEPTHWISE_UNKNOWNS or dw.padding_mode != "zeros"
+            or isinstance(dw.padding, str)):
+        return False
+    p = _pointwise_matrix(pw, mid + int(pw.bias is not None))  # (mid [+1], cout)
+    pm, bias = p[:mid], (p[mid] if pw.bias is not None else None)
+    q = pm @ pm.T  # (mid, mid): PᵀP over depthwise output channels
+    # depthwise output channel i = c*m + j reads input channel c
+    chan = torch.arange(mid) // m
+    g = torch.zeros(cin * taps, cin * taps, dtype=torch.float64)
+    h = torch.zeros(cin * taps, mid, dtype=torch.float64)
+    for y, x in _pairs(original, converted, conv, pair, data, batch, pre=True):
+        cols = torch.nn.functional.unfold(x.double(), (kh, kw), dilation=dw.dilation,
+                                          padding=dw.padding, stride=dw.stride)
+        pt = cols.transpose(1, 2).reshape(-1, cin * taps)  # (pixels, cin*taps)
+        yt = _flat(y)
+        if bias is not None:
+            yt = yt - bias
+        g += pt.T @ pt
+        h += pt.T @ (yt @ pm.T)  # (cin*taps, mid)
+    # unknown (i, t): depthwise channel i, tap t; patch index (chan[i], t)
+    idx = (chan[:, None] * taps + torch.arange(taps)[None, :]).reshape(-1)  # (n,)
+    a = g[idx][:, idx] * q.repeat_interleave(taps, 0).repeat_interleave(taps, 1)
+    b = h[idx, torch.arange(mid).repeat_interleave(taps)]
+    lam = RIDGE * float(a.diagonal().mean())
+    sol = torch.linalg.solve(a + lam * torch.eye(n, dtype=a.dtype), b)
+    with torch.no_grad():
+        dw.weight.copy_(sol.reshape(mid, 1, kh, kw))
+    return True
 
 
 def _rel(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, yy: float) -> float:

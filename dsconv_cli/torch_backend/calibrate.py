@@ -96,14 +96,6 @@ def _order(model: nn.Module, names: list[str], x: torch.Tensor) -> list[str]:
     return seen + [n for n in names if n not in seen]
 
 
-def _collect(module: nn.Module, store: list[torch.Tensor]) -> Any:
-    return module.register_forward_hook(lambda m, a, out: store.append(out.detach()))
-
-
-def _collect_input(module: nn.Module, store: list[torch.Tensor]) -> Any:
-    return module.register_forward_pre_hook(lambda m, a: store.append(a[0].detach()))
-
-
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N*H*W, C) in float64."""
     return t.double().movedim(1, -1).reshape(-1, t.shape[1])
@@ -142,24 +134,41 @@ def refit(original: nn.Module, converted: nn.Module, names: list[str], data: tor
     return out
 
 
+class _Stop(BaseException):
+    """Ends a forward pass once the layer being refitted has given what is needed: the
+    rest of the network would only cost time (half of it, on average)."""
+
+
+def _until(model: nn.Module, module: nn.Module, store: list[torch.Tensor], xb: torch.Tensor,
+           pre: bool = False) -> None:
+    """Run ``model`` on ``xb`` until ``module`` runs; keep its output (or input)."""
+    def grab(t: torch.Tensor) -> None:
+        store.append(t.detach())
+        raise _Stop
+
+    h = (module.register_forward_pre_hook(lambda m, a: grab(a[0])) if pre
+         else module.register_forward_hook(lambda m, a, out: grab(out)))
+    try:
+        with torch.no_grad():
+            _run(model, xb, "--calibration-data")
+    except _Stop:
+        pass
+    finally:
+        h.remove()
+
+
 def _pairs(original: nn.Module, converted: nn.Module, conv: nn.Module, inner: nn.Module,
            data: torch.Tensor, batch: int, pre: bool = False
            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """For each batch and call: (the original layer's output, and in the converted network
-    the depthwise conv's output, or with ``pre`` its input)."""
+    """For each batch: (the original layer's output, and in the converted network the
+    depthwise conv's output, or with ``pre`` its input). Each forward stops at the layer;
+    a conv used at two places is refitted on its first call."""
     for xb in _batches(data, batch, original):
         ys: list[torch.Tensor] = []
         zs: list[torch.Tensor] = []
-        h1 = _collect(conv, ys)
-        h2 = _collect_input(inner, zs) if pre else _collect(inner, zs)
-        try:
-            with torch.no_grad():
-                _run(original, xb, "--calibration-data")
-                _run(converted, xb, "--calibration-data")
-        finally:
-            h1.remove()
-            h2.remove()
-        yield from zip(ys, zs, strict=True)  # a shared conv: one pair per call
+        _until(original, conv, ys, xb)
+        _until(converted, inner, zs, xb, pre)
+        yield from zip(ys, zs, strict=True)
 
 
 def _refit_pointwise(original: nn.Module, converted: nn.Module, conv: nn.Module,

@@ -28,26 +28,7 @@ from torch import nn
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo import SmallCNN, patterns  # noqa: E402
-
-
-class ResidualCNN(nn.Module):
-    """A small network with residual connections for the same task."""
-
-    def __init__(self, width: int = 32, classes: int = 4) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
-        self.b1 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                                nn.Conv2d(width, width, 3, padding=1))
-        self.b2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                                nn.Conv2d(width, width, 3, padding=1))
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.relu(x + self.b1(x))
-        x = torch.relu(x + self.b2(torch.nn.functional.max_pool2d(x, 2)))
-        return self.head(x.mean((2, 3)))
+from tests.zoo import ResidualCNN, SmallCNN, patterns  # noqa: E402
 
 
 def train(model: nn.Module) -> float:

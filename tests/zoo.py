@@ -250,3 +250,23 @@ def patterns(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     for i in range(n):
         x[i] += waves[int(labels[i])] * (0.8 + 0.4 * torch.rand(3, 1, 1, generator=g))
     return x, labels
+
+
+class ResidualCNN(nn.Module):
+    """A small network with residual connections for the same task."""
+
+    def __init__(self, width: int = 32, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
+        self.b1 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                nn.Conv2d(width, width, 3, padding=1))
+        self.b2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                nn.Conv2d(width, width, 3, padding=1))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.b1(x))
+        x = nn.functional.max_pool2d(x, 2)
+        x = torch.relu(x + self.b2(x))
+        return self.head(x.mean((2, 3)))

@@ -158,7 +158,12 @@ def convert(
     from ..atomic import check_writable, write_all_atomic
     from ..plan import plan_path
     from ..torch_backend.calibrate import fidelity, load_inputs, refit
-    from ..torch_backend.convert import ConvertOptions, convert_model, serialise
+    from ..torch_backend.convert import (
+        ConvertOptions,
+        convert_model,
+        output_check,
+        serialise,
+    )
     from ..torch_backend.loading import load_model, parse_input_shape
 
     cal = load_inputs(calibration_data, "--calibration-data") if calibration_data else None
@@ -198,6 +203,8 @@ def convert(
                 errs = refit(original, loaded.model, names, cal, calibration_batch, advance,
                              refine_steps)
             calibrated = frozenset(errs)
+            if shape is not None:
+                rep["verification"] = output_check(original, loaded.model, shape, seed)
             for row in rep["layers"]:
                 if row["name"] in errs:
                     row["output_error"] = errs[row["name"]]

@@ -277,13 +277,7 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
                                     "note": "output not verified: no --input-shape"}
     if o.input_shape is not None and x is not None and y_before is not None:
         _, y_after = forward_once(model, o.input_shape, o.seed, x)
-        diff = (y_after.double() - y_before.double())
-        ref = float(y_before.double().norm())
-        verification = {
-            "verified": True, "input_shape": list(o.input_shape), "seed": o.seed,
-            "mode": "eval", "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
-            "rel_diff": float(diff.norm()) / ref if ref else float(diff.norm()),
-        }
+        verification = _verification(y_before, y_after, o.input_shape, o.seed)
     totals = _totals(decisions, model)
     if macs_before is not None and o.input_shape is not None:
         from .counting import count_model
@@ -299,6 +293,23 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
                      "verify": round(time.perf_counter() - t1, 4)},
     }
     return decisions, report
+
+
+def _verification(y_before: torch.Tensor, y_after: torch.Tensor, shape: tuple[int, ...],
+                  seed: int) -> dict[str, Any]:
+    diff = (y_after.double() - y_before.double())
+    ref = float(y_before.double().norm())
+    return {"verified": True, "input_shape": list(shape), "seed": seed, "mode": "eval",
+            "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
+            "rel_diff": float(diff.norm()) / ref if ref else float(diff.norm())}
+
+
+def output_check(original: nn.Module, converted: nn.Module, shape: tuple[int, ...],
+                 seed: int) -> dict[str, Any]:
+    """The output check again, after calibration changed the converted model."""
+    x, y0 = forward_once(original, shape, seed)
+    _, y1 = forward_once(converted, shape, seed, x)
+    return _verification(y0, y1, shape, seed)
 
 
 def _row(d: Decision, actual_error: float | None) -> dict[str, Any]:

@@ -64,10 +64,11 @@ def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(tiny.build(classes=10).state_dict(), d / "tiny.pt")
     torch.save({"model_state": tiny.build(classes=10).state_dict(), "epoch": 3}, d / "ckpt.pt")
     torch.save(build_preset(get_preset("mobilenet_v2", classes=10)).state_dict(), d / "mnv2.pt")
-    torch.save(torch.randn(64, 3, 32, 32), d / "calib.pt")
+    g = torch.Generator().manual_seed(0)
+    torch.save(torch.randn(64, 3, 32, 32, generator=g), d / "calib.pt")
     import numpy as np
 
-    np.save(d / "held_out.npy", torch.randn(64, 3, 32, 32).numpy())
+    np.save(d / "held_out.npy", torch.randn(64, 3, 32, 32, generator=g).numpy())
     return d
 
 

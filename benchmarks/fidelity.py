@@ -23,28 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo import ResidualCNN, SmallCNN, patterns  # noqa: E402
-
-
-def train(model: nn.Module) -> float:
-    torch.manual_seed(0)
-    x, y = patterns(2048, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        idx = torch.randint(0, 2048, (64,))
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    xt, yt = patterns(512, seed=2)
-    with torch.no_grad():
-        return float((model(xt).argmax(1) == yt).float().mean())
+from tests.zoo import ResidualCNN, SmallCNN, patterns, train_on_patterns  # noqa: E402
 
 
 def convert(path: Path, d: Path, *extra: str) -> dict:
@@ -66,7 +49,8 @@ def fidelity_table() -> None:
           "agreement: calibrated | rel. output error: SVD | calibrated |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for net in (SmallCNN(), ResidualCNN()):
-        acc = train(net)
+        torch.manual_seed(0)
+        acc = train_on_patterns(net, steps=300, n=2048)
         path = d / f"{type(net).__name__}.pt"
         torch.save(net, path)
         for label, opts in (("m=1", ["--depth-multiplier", "1"]),

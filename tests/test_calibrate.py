@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dsconv_cli.cli import app
 
-from .zoo import SmallCNN, patterns
+from .zoo import SmallCNN, patterns, train_on_patterns
 
 runner = CliRunner()
 
@@ -31,18 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cal")
     torch.manual_seed(0)
     model = SmallCNN()
-    x, y = patterns(1024, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        idx = torch.randint(0, 1024, (64,))
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    xt, yt = patterns(512, seed=2)
-    with torch.no_grad():
-        acc = float((model(xt).argmax(1) == yt).float().mean())
+    acc = train_on_patterns(model, steps=150, n=1024)
     assert acc > 0.9, acc  # the task is learnt: agreement below will mean something
     torch.save(model, d / "cnn.pt")
     torch.save(patterns(256, seed=3)[0], d / "cal.pt")

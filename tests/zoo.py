@@ -270,3 +270,20 @@ class ResidualCNN(nn.Module):
         x = nn.functional.max_pool2d(x, 2)
         x = torch.relu(x + self.b2(x))
         return self.head(x.mean((2, 3)))
+
+
+def train_on_patterns(model: nn.Module, steps: int, n: int) -> float:
+    """Train ``model`` on ``n`` pattern images for ``steps`` Adam steps; return its held-out
+    accuracy (512 images). Used by the calibration tests and benchmarks/fidelity.py."""
+    x, y = patterns(n, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (64,))
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt = patterns(512, seed=2)
+    with torch.no_grad():
+        return float((model(xt).argmax(1) == yt).float().mean())

@@ -51,8 +51,9 @@ Activation = Enum("Activation", {a: a for a in ACTIVATIONS}, type=str)  # type: 
 
 
 class Versus(str, Enum):
+    """What a preset is compared with (a model's --vs is a string: ds, a preset, a file)."""
+
     full_conv = "full-conv"
-    ds = "ds"
 
 
 LAYER = "Layer (comma lists sweep)"

@@ -231,10 +231,9 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     macs_before = None
     conv_inputs: dict[int, torch.Tensor] = {}
     if o.input_shape is not None:
-        from .counting import check_forward_fits, count_model
+        from .counting import check_forward_fits
 
-        check_forward_fits(model, o.input_shape)
-        macs_before = count_model(model, o.input_shape).macs
+        macs_before = check_forward_fits(model, o.input_shape).macs
         shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed, conv_inputs)
     places = _conv_places(model)
     decisions: list[Decision] = []

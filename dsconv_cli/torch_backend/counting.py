@@ -361,22 +361,22 @@ def _materialise(model: nn.Module) -> None:
                 t.zero_()
 
 
-def check_forward_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+def check_forward_fits(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCount:
     """Before a real forward: estimate its memory from a count on meta (the input, the two
     largest activations alive at once, the weights) and refuse beyond 80% of what this
-    machine has free (``InputError``: the input shape asked for too much)."""
+    machine has free (``InputError``: the input shape asked for too much). Returns the
+    count, so callers need not count again."""
     c = count_model(model, input_shape)
     outs = sorted((math.prod(r.output_shape) for r in c.modules.values() if r.output_shape),
                   reverse=True)
     need = (math.prod(input_shape) + sum(outs[:2]) + c.params) * c.dtype_bytes
     free = free_memory()
-    if free is None:
-        return
-    if need > 0.8 * free:
+    if free is not None and need > 0.8 * free:
         raise InputError(f"--input-shape {','.join(map(str, input_shape))}: a forward needs "
                          f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB free "
                          "here (estimated before allocating anything)",
                          hint="use a smaller batch or image size")
+    return c
 
 
 def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -> Cost:

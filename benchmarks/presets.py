@@ -65,4 +65,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import results_to
+
+    with results_to("presets"):
+        main()

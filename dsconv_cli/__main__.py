@@ -3,7 +3,9 @@
 Wraps the Typer app so that what reaches the user keeps dsconv's contract: a usage error
 (an unknown ``--kind``, a bad ``--format``) is one ``Error:`` line and exit 2, not a framed
 box; Ctrl-C while Python is still importing is "Interrupted." and exit 130, not a
-traceback; a closed pipe (``dsconv ... | head``) ends quietly.
+traceback; a closed pipe (``dsconv ... | head``) ends quietly with 141 (128 + SIGPIPE,
+what a C tool killed by the pipe gives); stdout that cannot be written (``>/dev/full``)
+is one line and exit 1; a closed stdout (``>&-``) is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except click_exceptions.UsageError as e:
         path = e.ctx.command_path.split(" ", 1)[-1] if e.ctx is not None and " " in (
             e.ctx.command_path) else ""
-        print(f"Error: {e.format_message()} (try 'dsconv {path + ' ' if path else ''}--help')",
-              file=sys.stderr)
+        try_help = f" (try 'dsconv {path + ' ' if path else ''}--help')"
+        if getattr(e, "hint", None):  # cli.app.UsageHint: its message ends with the hint
+            try_help = ""
+        print(f"Error: {e.format_message()}{try_help}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as e:
         print(f"Error: {e.format_message()}", file=sys.stderr)
@@ -42,24 +46,52 @@ def main(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
+#: exit code after the reader closed the pipe (128 + SIGPIPE)
+PIPE_CLOSED = 141
+
+
 def _closed_pipe() -> int:
     """stdout was closed by the reader: point it at /dev/null so the interpreter's final
     flush is silent."""
+    _silence_stdout()
+    return PIPE_CLOSED
+
+
+def _silence_stdout() -> None:
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError:
+    except (OSError, ValueError, AttributeError):
         pass
-    return 1
+
+
+def _flush_stdout(code: int) -> int:
+    """The last of stdout written now, so that a full disk or a closed pipe is an exit
+    code and one line, not Python's "Exception ignored" at shutdown."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as e:
+        _silence_stdout()
+        if code == 0:
+            print(f"Error: stdout: cannot be written ({e.strerror or e})", file=sys.stderr)
+            return 1
+    return code
 
 
 def _entry() -> None:
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        if sys.stderr is not None:
+            print("Error: stdout is closed; dsconv prints its report there (redirect it to "
+                  "a file or /dev/null instead)", file=sys.stderr)
+        sys.exit(2)
     try:
         code = main()
-    except SystemExit as e:  # Rich turns a broken pipe into SystemExit(1)
+    except SystemExit as e:  # Rich and click turn a closed pipe into SystemExit(1)
         code = e.code if isinstance(e.code, int) else 1
         if code == 1:
-            _closed_pipe()
-    sys.exit(code)
+            code = _closed_pipe()
+    sys.exit(_flush_stdout(code))
 
 
 if __name__ == "__main__":

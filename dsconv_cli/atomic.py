@@ -26,7 +26,10 @@ from pathlib import Path
 
 from .errors import BackendError, InputError
 
-__all__ = ["check_writable", "write_all_atomic", "write_atomic"]
+__all__ = ["append_text", "check_writable", "write_all_atomic", "write_atomic"]
+
+#: what the temp file adds to a name (``.NAME.dsconv-PID-XXXXXXXX.tmp``)
+_TEMP_EXTRA = 40
 
 
 def _temp_prefix(path: Path, pid: int | None = None) -> str:
@@ -68,8 +71,29 @@ def _mode_for(path: Path) -> int:
 def check_writable(path: Path, what: str, overwrite: bool) -> None:
     """Refuse, before any work, an output that cannot be written or must not be replaced:
     a missing folder or one that is a file, a directory, a device, FIFO or socket, a
-    symlink (dangling ones too), or an existing file without ``overwrite``."""
+    symlink (dangling ones too), a name too long for the folder (with the temp file's
+    additions), or an existing file without ``overwrite``."""
+    try:
+        _check_writable(path, what, overwrite)
+    except OSError as e:
+        raise InputError(f"{what} {_short(path)}: cannot be written there "
+                         f"({e.strerror or e})") from None
+
+
+def _short(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 80 else f"{text[:40]}...{text[-30:]} ({len(text)} characters)"
+
+
+def _check_writable(path: Path, what: str, overwrite: bool) -> None:
     parent = path.parent if str(path.parent) else Path(".")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) + _TEMP_EXTRA > name_max:
+        raise InputError(f"{what} {_short(path)}: the file name is too long (at most "
+                         f"{name_max - _TEMP_EXTRA} bytes here)")
     if not parent.exists():
         raise InputError(f"{what} {path}: folder {parent} does not exist")
     if not parent.is_dir():
@@ -148,6 +172,23 @@ def _write_all(files: Sequence[tuple[Path, bytes | str]], overwrite: bool,
 
 def write_atomic(path: Path, data: bytes | str, overwrite: bool = True) -> None:
     write_all_atomic([(path, data)], overwrite)
+
+
+def append_text(path: Path, text: str, what: str) -> None:
+    """Append to a file someone else owns (``$GITHUB_STEP_SUMMARY``): only a regular file
+    (a FIFO would block, a device swallow it), opened non-blocking and checked on the open
+    descriptor. ``OSError`` or ``InputError`` name ``what``."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{what} {path}: not a regular file (a FIFO, device or socket); "
+                             "nothing appended")
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

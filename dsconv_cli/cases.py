@@ -16,7 +16,7 @@ from typing import Any
 
 from .cost import DTYPE_BYTES, Cost, closed_form_ratio, cost
 from .errors import FieldError, InputError
-from .kinds import KINDS
+from .kinds import KINDS, show_value
 from .results import ComparedCase, Reduction, Side, Theory, to_json
 from .specs import ACTIVATIONS, Spec
 
@@ -97,18 +97,12 @@ LIMITS = {"in": 1 << 20, "out": 1 << 20, "expanded_channels": 1 << 20,
 def _positive(field: str, value: int | float | tuple[int, ...]) -> None:
     values = value if isinstance(value, tuple) else (value,)
     if any(not math.isfinite(v) for v in values):
-        raise FieldError(field, f"must be a finite number, got {_show(value)}")
+        raise FieldError(field, f"must be a finite number, got {show_value(value)}")
     if any(v <= 0 for v in values):
-        raise FieldError(field, f"must be positive, got {_show(value)}")
+        raise FieldError(field, f"must be positive, got {show_value(value)}")
     limit = LIMITS.get(field)
     if limit is not None and any(v > limit for v in values):
-        raise FieldError(field, f"must be at most {limit:,}, got {_show(value)}")
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, tuple):
-        return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
-    return str(v)
+        raise FieldError(field, f"must be at most {limit:,}, got {show_value(value)}")
 
 
 @dataclass(frozen=True)
@@ -181,7 +175,7 @@ def resolve_layer(values: Mapping[str, Any], name: str = "", dtype: str = "fp32"
                          f"choose from {', '.join(ACTIVATIONS)}")
     pad = given.get("padding")
     if isinstance(pad, tuple) and min(pad) < 0:
-        raise FieldError("padding", f"must be >= 0, got {_show(pad)}")
+        raise FieldError("padding", f"must be >= 0, got {show_value(pad)}")
     batch = given.get("batch", 1)
     hw = given["hw"]
     shape = (batch, cin, hw[0], hw[1])
@@ -213,6 +207,6 @@ def expand_grid(base: str, values: Mapping[str, Sequence[Any] | Any],
     swept = [i for i, v in enumerate(lists) if len(v) > 1]
     out: list[tuple[str, dict[str, Any]]] = []
     for combo in itertools.product(*lists):
-        label = ",".join(f"{fields[i]}={_show(combo[i])}" for i in swept)
+        label = ",".join(f"{fields[i]}={show_value(combo[i])}" for i in swept)
         out.append((f"{base}[{label}]" if label else base, dict(zip(fields, combo, strict=True))))
     return out

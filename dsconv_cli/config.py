@@ -13,16 +13,29 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from .cases import MAX_CASES
 from .errors import ConfigError
+from .gate import BUDGET_METRICS, MEASURED_METRICS
+from .inputs import read_bytes
 from .kinds import kind_names
+from .names import RUNTIME_NAMES
+from .options import did_you_mean
 from .specs import ACTIVATIONS
 from .suite import SOURCE_METRICS, source_of
 
@@ -38,6 +51,8 @@ PadValue = Union[Annotated[int, Field(ge=0)], str]
 # derived from the kind registry and the spec module: one spelling each
 KindName = Literal[kind_names()]  # type: ignore[valid-type]
 ActivationName = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+RuntimeName = Literal[RUNTIME_NAMES]  # type: ignore[valid-type]
+RuntimeList = Annotated[list[RuntimeName], Field(min_length=1)]
 
 
 class StrictModel(BaseModel):
@@ -52,24 +67,21 @@ class TimingCfg(StrictModel):
                                      description="seconds of timed runs per layer")] = 0.2
 
 
-class Budget(StrictModel):
-    """Limits a case must meet. Measured: max_latency_ms, min_speedup. Analytic: the rest."""
+def _budget_model() -> type[StrictModel]:
+    """The ``budget:`` mapping, one optional positive limit per :data:`BUDGET_METRICS`."""
+    fields: dict[str, Any] = {
+        name: (Optional[PosInt if m.integer else PosFloat], Field(None, description=m.help))
+        for name, m in BUDGET_METRICS.items()}
+    doc = ("Limits a case must meet. Measured: " + ", ".join(MEASURED_METRICS)
+           + ". Analytic: the rest.")
+    return create_model("Budget", __base__=StrictModel, __doc__=doc, **fields)
 
-    max_latency_ms: Optional[PosFloat] = Field(None, description="median latency of the "
-                                               "candidate (or whole model)")
-    min_speedup: Optional[PosFloat] = Field(None, description="measured standard / candidate "
-                                            "(or original / converted model)")
-    max_params: Optional[PosInt] = None
-    max_macs: Optional[PosInt] = None
-    max_memory_mb: Optional[PosFloat] = Field(None, description="weights + largest live "
-                                              "activations, 1 MB = 10^6 bytes")
-    max_slowdown: Optional[PosFloat] = Field(None, description="a model case against its vs: "
-                                             "fails when slower by more than this fraction "
-                                             "and significantly so (p < 0.01); default 0.10")
+
+Budget = _budget_model()
 
 
 class Defaults(StrictModel):
-    budget: Budget = Budget()
+    budget: Budget = Budget()  # type: ignore[valid-type]
 
 
 class LayerCfg(StrictModel):
@@ -123,7 +135,7 @@ class ModelCfg(StrictModel):
     """A saved model, loaded as safely as ``dsconv convert`` loads it."""
 
     path: str = Field(description="relative to the config file")
-    input_shape: list[PosInt]
+    input_shape: Annotated[list[PosInt], Field(min_length=1)]
     convert: bool = False
     trust_pickle: bool = False
     arch: Optional[str] = None
@@ -141,7 +153,7 @@ class CaseCfg(StrictModel):
     layer: Optional[LayerCfg] = None
     preset: Optional[PresetCfg] = None
     model: Optional[ModelCfg] = None
-    budget: Budget = Budget()
+    budget: Budget = Budget()  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _one_source(self) -> CaseCfg:
@@ -161,8 +173,8 @@ class Config(StrictModel):
     threads: Optional[PosInt] = None
     batch: PosInt = 1
     memory_format: Literal["nchw", "channels_last", "both"] = "nchw"
-    runtime: Union[str, list[str]] = Field(
-        "eager", description="eager, compile, onnxruntime, or a list: every case is timed in "
+    runtime: Union[RuntimeName, RuntimeList] = Field(
+        "eager", description=f"{', '.join(RUNTIME_NAMES)}, or a list: every case is timed in "
         "each (onnxruntime needs dsconv[onnx])")
     timing: TimingCfg = TimingCfg()
     defaults: Defaults = Defaults()
@@ -270,11 +282,40 @@ def _message(err: dict[str, Any], path: tuple[Any, ...]) -> tuple[str, str | Non
                 f"did you mean {close[0]!r}?" if close else None)
     if err["type"] == "missing":
         return "required key is missing", None
-    msg = err["msg"].replace("Value error, ", "")
+    value = err.get("input")
+    if err["type"] in ("literal_error", "enum") and isinstance(value, str):
+        choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        return (f"{value!r} is not one of {', '.join(choices)}",
+                did_you_mean(value, choices))
+    if err["type"] == "too_short":
+        n = err.get("ctx", {}).get("min_length", 1)
+        return f"needs at least {n} item{'s' if n != 1 else ''}, got none", None
+    msg = _plain(err["msg"].replace("Value error, ", ""))
+    listed = re.match(r"'([^']*)' is not one of (.*)", msg)
+    if listed:
+        return msg, did_you_mean(listed[1], re.findall(r"[\w.-]+", listed[2]))
     if "input" in err and err["type"] not in ("model_type", "dict_type") and not isinstance(
             err["input"], (dict, list)):
         msg += f", got {err['input']!r}"
     return msg, None
+
+
+#: pydantic's phrasings, in dsconv's words (the rest of its message is kept)
+_PHRASES = (("Input should be a valid integer", "expected an integer"),
+            ("Input should be a valid number", "expected a number"),
+            ("Input should be a valid boolean", "expected true or false"),
+            ("Input should be a valid string", "expected text"),
+            ("Input should be a valid list", "expected a list"),
+            ("Input should be a valid dictionary", "expected a mapping"),
+            ("Input should be ", "must be "))
+
+
+def _plain(msg: str) -> str:
+    for theirs, ours in _PHRASES:
+        if msg.startswith(theirs):
+            msg = ours + msg[len(theirs):]
+            break
+    return msg.split(", unable to parse")[0]
 
 
 #: a config is a short human-written file: these caps stop a hostile one before it costs
@@ -289,62 +330,74 @@ def _line(mark: Any) -> int | None:
     return mark.line + 1 if mark is not None else None
 
 
-def _check_structure(text: str, name: str) -> None:
-    """Walk the YAML events (no objects built): nesting depth, alias count, the node
-    count once aliases are expanded, and duplicate keys in a mapping (YAML says they are
-    an error; PyYAML silently keeps the last)."""
-    depth = aliases = 0
-    anchors: dict[str, int] = {}  # anchor -> expanded node count
-    # one frame per open collection: [node count, anchor, is_mapping, keys, expecting_key]
-    stack: list[list[Any]] = []
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, with the caps checked while the document is composed (one
+    parse): nesting depth before the composer recurses, alias count, and duplicate keys in
+    a mapping (YAML says they are an error; PyYAML silently keeps the last)."""
 
-    def add(n: int, mark: Any) -> None:
-        """A value of ``n`` expanded nodes joins the open collection."""
-        if n > MAX_NODES or (stack and stack[-1][0] + n > MAX_NODES):
-            raise ConfigError(f"expands to more than {MAX_NODES:,} values (aliases of "
-                              "aliases?)", file=name, line=mark.line + 1)
-        if stack:
-            stack[-1][0] += n
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self.name, self.depth, self.aliases = name, 0, 0
 
-    def key_seen(value: str | None, mark: Any) -> None:
-        frame = stack[-1]
-        if frame[2] and frame[4] and value is not None:
-            if value in frame[3]:
-                raise ConfigError(f"duplicate key {value!r} (also on line {frame[3][value]}); "
-                                  "YAML keys must be unique", file=name, line=mark.line + 1)
-            frame[3][value] = mark.line + 1
-        if frame[2]:
-            frame[4] = not frame[4]
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise ConfigError(f"more than {MAX_ALIASES} aliases", file=self.name,
+                                  line=_line(self.peek_event().start_mark))
+        elif self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
+            if self.depth >= MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=self.name,
+                                  line=_line(self.peek_event().start_mark))
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            if stack and stack[-1][2]:
-                key_seen(None, ev.start_mark)
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=name,
-                                  line=_line(ev.start_mark))
-            stack.append([1, ev.anchor, isinstance(ev, yaml.MappingStartEvent), {}, True])
-        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-            n, anchor, *_ = stack.pop()
-            if anchor:
-                anchors[anchor] = n
-            add(n, ev.start_mark)
-        elif isinstance(ev, yaml.ScalarEvent):
-            if stack:
-                key_seen(ev.value, ev.start_mark)
-            if ev.anchor:
-                anchors[ev.anchor] = 1
-            add(1, ev.start_mark)
-        elif isinstance(ev, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                raise ConfigError(f"more than {MAX_ALIASES} aliases", file=name,
-                                  line=_line(ev.start_mark))
-            if stack:
-                key_seen(None, ev.start_mark)
-            add(anchors.get(ev.anchor or "", 1), ev.start_mark)
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        seen: dict[str, int] = {}
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                line = k.start_mark.line + 1
+                if k.value in seen:
+                    raise ConfigError(f"duplicate key {k.value!r} (also on line "
+                                      f"{seen[k.value]}); YAML keys must be unique",
+                                      file=self.name, line=line)
+                seen[k.value] = line
+        return node
+
+
+def _check_expansion(node: yaml.Node, name: str) -> None:
+    """The node count once aliases are expanded (a billion-laughs bomb is a small graph
+    of shared nodes): counted once per distinct node, in linear time."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) not in sizes:
+            kids = ([x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode)
+                    else n.value if isinstance(n, yaml.SequenceNode) else [])
+            sizes[id(n)] = 1 + sum(size(k) for k in kids)
+            if sizes[id(n)] > MAX_NODES:
+                raise ConfigError(f"expands to more than {MAX_NODES:,} values (aliases of "
+                                  "aliases?)", file=name, line=_line(n.start_mark))
+        return sizes[id(n)]
+
+    size(node)
+
+
+def _parse(text: str, name: str) -> tuple[Any, yaml.Node | None]:
+    """The YAML parsed once: the data and its node tree (for line numbers)."""
+    loader = _Loader(text, name)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, name)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
 
 
 def load_config(path: Path) -> Config:
@@ -354,15 +407,15 @@ def load_config(path: Path) -> Config:
         if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path.stat().st_size:,} bytes: a config is at most "
                               f"{MAX_CONFIG_BYTES:,}", file=name)
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise FileNotFoundError(path)
+        text = read_bytes(path, "CONFIG", "config").decode("utf-8")  # a FIFO: one line
     except FileNotFoundError:
         raise ConfigError("no such file", file=name) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot be read: {e}", file=name) from None
     try:
-        _check_structure(text, name)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader only
+        data, node = _parse(text, name)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = (e.problem or "malformed YAML").strip()
@@ -413,11 +466,12 @@ def load_config(path: Path) -> Config:
 def _check_budgets(cfg: Config) -> None:
     for i, c in enumerate(cfg.cases):
         src = source_of(c)
-        if c.budget.max_slowdown is not None and (c.model is None or c.model.vs is None):
+        budget: Any = c.budget  # built from the metric registry: no static attributes
+        if budget.max_slowdown is not None and (c.model is None or c.model.vs is None):
             raise cfg.error("max_slowdown gates a model case against its vs:, and this case "
                             "has none", ("cases", i, "budget", "max_slowdown"))
-        for metric in c.budget.model_fields_set:
-            if getattr(c.budget, metric) is not None and metric not in SOURCE_METRICS[src]:
+        for metric in budget.model_fields_set:
+            if getattr(budget, metric) is not None and metric not in SOURCE_METRICS[src]:
                 raise cfg.error(f"a {src.replace('+', ' with ')} case has no {metric} (it "
                                 f"allows {', '.join(sorted(SOURCE_METRICS[src]))})",
                                 ("cases", i, "budget", metric))
@@ -477,8 +531,11 @@ def model_file_format(cfg: Config, i: int) -> str:
     assert m is not None
     p = model_path(cfg, m)
     key = ("cases", i, "model", "path")
-    if not p.is_file():
+    if not p.exists():
         raise cfg.error(f"model file {p} does not exist", key)
+    if not p.is_file():
+        raise cfg.error(f"model file {p} is not a regular file (a FIFO, device or "
+                        "folder)", key)
     with p.open("rb") as f:
         head = f.read(2)
     if head == b"PK":

@@ -5,6 +5,10 @@ Core code raises; it never prints and never exits.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
+
 __all__ = [
     "BackendError",
     "BudgetError",
@@ -12,6 +16,12 @@ __all__ = [
     "DsconvError",
     "FieldError",
     "InputError",
+    "SIGNALS",
+    "Terminated",
+    "UserCodeError",
+    "interrupt_exit_code",
+    "is_real_interrupt",
+    "user_code",
 ]
 
 
@@ -76,3 +86,75 @@ class BudgetError(DsconvError):
 
     exit_code = 1
 
+
+
+class UserCodeError(InputError):
+    """Code the user handed dsconv (an ``--arch`` builder, a model's forward, an unpickled
+    object) raised: an error of that input (exit 2), never dsconv's exit code."""
+
+
+class _Signals:
+    """Which signal the command's handlers saw (set by ``cli.common``'s handlers).
+
+    ``armed``: the handlers are installed, so a ``KeyboardInterrupt`` that arrives while
+    ``last`` is None was raised by code, not by the user's Ctrl-C."""
+
+    armed = False
+    last: int | None = None
+
+
+SIGNALS = _Signals()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI timeouts send), handled like Ctrl-C: work stops, temp files go,
+    exit 143. Raising it records the SIGTERM (as the handler does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        SIGNALS.last = signal.SIGTERM
+
+
+def is_real_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is the user stopping dsconv (Ctrl-C, SIGTERM), as opposed to an
+    exception raised by user code. Without dsconv's handlers (dsconv used as a library)
+    every ``KeyboardInterrupt`` counts as real."""
+    if not isinstance(e, KeyboardInterrupt):
+        return False
+    return not SIGNALS.armed or SIGNALS.last is not None
+
+
+def interrupt_exit_code() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM."""
+    return 143 if SIGNALS.last == signal.SIGTERM else 130
+
+
+#: the longest exception text :func:`describe` keeps
+DESCRIBE_MAX = 300
+
+
+def describe(e: BaseException) -> str:
+    """``Type: message`` of an exception on one line: its lines joined (a sentence that
+    wraps is not cut at the wrap), a long one cut at the last sentence end within
+    ``DESCRIBE_MAX`` characters, else marked with "..."."""
+    text = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+    if len(text) > DESCRIBE_MAX:
+        cut = max(text.rfind(". ", 0, DESCRIBE_MAX), text.rfind("; ", 0, DESCRIBE_MAX))
+        text = text[:cut + 1] if cut >= DESCRIBE_MAX // 4 else text[:DESCRIBE_MAX - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run user code: whatever it raises (``SystemExit``, ``GeneratorExit``, a
+    ``KeyboardInterrupt`` of its own, any ``BaseException``) becomes a
+    :class:`UserCodeError` naming ``what``; the user's real Ctrl-C or SIGTERM and dsconv's
+    own errors pass through."""
+    try:
+        yield
+    except (DsconvError, MemoryError):
+        raise
+    except BaseException as e:
+        if is_real_interrupt(e):
+            raise
+        raise UserCodeError(f"{what}: {describe(e)}") from e

@@ -27,7 +27,7 @@ from .specs import (
     make_divisible,
 )
 
-__all__ = ["CONV_OPTIONS", "KINDS", "KindEntry", "kind_names"]
+__all__ = ["CONV_OPTIONS", "KINDS", "KindEntry", "kind_names", "show_value"]
 
 #: what a resolver returns: extra request fields, the standard spec, the candidate spec
 Resolved = tuple[dict[str, Any], Spec, Spec]
@@ -43,7 +43,8 @@ class KindEntry:
     resolve: Callable[[Mapping[str, Any]], Resolved]
 
 
-def _show(v: Any) -> str:
+def show_value(v: Any) -> str:
+    """A field's value as the user writes it: ``3`` for (3, 3), ``3x5`` for (3, 5)."""
     if isinstance(v, tuple):
         return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
     return str(v)
@@ -65,7 +66,7 @@ def _conv_request(given: Mapping[str, Any]) -> tuple[dict[str, Any], ConvSpec]:
     padding = given.get("padding", default_padding(kernel, dilation))
     if padding == "same" and stride != (1, 1):
         raise FieldError("padding", f"'same' needs stride 1 (as in PyTorch), got stride "
-                         f"{_show(stride)}")
+                         f"{show_value(stride)}")
     if cin % groups or cout % groups:
         raise FieldError("groups", f"{groups} must divide both in ({cin}) and out ({cout})")
     request = {"out": cout, "kernel": kernel, "stride": stride, "padding": padding,
@@ -93,7 +94,7 @@ def _inverted_residual(given: Mapping[str, Any], mbconv: bool) -> Resolved:
                          f"{1 << 20:,}")
     if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
         raise FieldError("kernel", f"an inverted residual needs an odd kernel (3, 5, ...) "
-                         f"so its depthwise conv keeps the size, got {_show(kernel)}")
+                         f"so its depthwise conv keeps the size, got {show_value(kernel)}")
     se = mbconv and given.get("se", True)
     sq = given.get("squeeze_channels", make_divisible(exp / 4)) if se else 0
     if "squeeze_channels" in given and not se:

@@ -17,9 +17,11 @@ from typing import Any
 from .cost import cost
 from .specs import ConvSpec, Padding, SeparableSpec
 
-__all__ = ["ConvFacts", "Decision", "PlanOptions", "decide", "plan_layer_dict"]
+__all__ = ["ConvFacts", "Decision", "PlanOptions", "decide", "plan_layer_dict", "validate_plan"]
 
 PLAN_VERSION = 1
+#: the largest depth multiplier dsconv builds (``--depth-multiplier``, a plan's entries)
+MAX_MULTIPLIER = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class PlanOptions:
     init: str = "svd"
     #: per-layer multipliers chosen for a MACs budget (``--target-macs``), by layer name
     ranks: tuple[tuple[str, int], ...] = ()
+    #: per-layer notes of the budget (a multiplier held where a larger one would grow it)
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,15 +161,42 @@ def decide(f: ConvFacts, o: PlanOptions) -> Decision:
     if o.init == "svd" and f.energy_by_rank:
         energy = 1.0 if m >= f.max_rank else f.energy_by_rank[m - 1]
         err = math.sqrt(max(0.0, 1.0 - energy))  # Eckart-Young: the best rank-m error
+    macs_after = _macs(ds, f.input_shape)
     reason = "converted"
-    if after >= before and not o.allow_larger:
-        reason = f"DS form not smaller ({after:,} >= {before:,} params; --allow-larger " \
-                 "converts it)"
+    larger = _not_smaller(before, after, macs_before, macs_after)
+    if larger and not o.allow_larger:
+        reason = (f"DS form at depth multiplier {m} not smaller ({larger}): kept the original "
+                  "conv (--allow-larger converts it)")
     elif o.max_error is not None and err is not None and err > o.max_error:
         reason = f"weight error {err:.3f} > --max-error {o.max_error}"
     return Decision(f, reason == "converted", reason, rank=m, energy=energy, weight_error=err,
                     params_before=before, params_after=after, macs_before=macs_before,
-                    macs_after=_macs(ds, f.input_shape), note=note)
+                    macs_after=macs_after, note=note or dict(o.notes).get(f.name))
+
+
+def _not_smaller(params_before: int, params_after: int, macs_before: int | None,
+                 macs_after: int | None) -> str | None:
+    """Why a DS form is not smaller than its conv (params or MACs), or None."""
+    if params_after >= params_before:
+        return f"{params_after:,} >= {params_before:,} params"
+    if macs_before is not None and macs_after is not None and macs_after >= macs_before:
+        return f"{macs_after:,} >= {macs_before:,} MACs"
+    return None
+
+
+def largest_smaller(f: ConvFacts) -> int:
+    """The largest depth multiplier (up to the kernel's rank) at which the DS form has fewer
+    params and fewer MACs than the conv; 0 when even multiplier 1 is not smaller. Both
+    grow linearly in the multiplier, so the first one that is not smaller ends the search."""
+    spec = f.spec()
+    before, macs_before = _params(spec), _macs(spec, f.input_shape)
+    best = 0
+    for m in range(1, f.max_rank + 1):
+        ds = f.separable(m)
+        if _not_smaller(before, _params(ds), macs_before, _macs(ds, f.input_shape)):
+            break
+        best = m
+    return best
 
 
 def plan_layer_dict(d: Decision) -> dict[str, Any]:
@@ -182,15 +213,63 @@ def plan_layer_dict(d: Decision) -> dict[str, Any]:
 
 def plan_document(decisions: Sequence[Decision], source: str,
                   calibrated: frozenset[str] = frozenset(),
-                  arch: dict[str, Any] | None = None) -> dict[str, Any]:
+                  arch: dict[str, Any] | None = None,
+                  prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plan beside a converted state_dict: what to rebuild (multipliers), which layers
-    were calibrated, and the ``--arch``/``--arch-kwargs`` that build the model."""
+    were calibrated, and the ``--arch``/``--arch-kwargs`` that build the model. Converting
+    a converted model (``prior``, the plan it was loaded with) composes: the earlier layers
+    come first, then this run's, so applying the one plan to the bare architecture
+    rebuilds both conversions."""
     doc: dict[str, Any] = {"plan_version": PLAN_VERSION, "tool": "dsconv", "source": source}
+    arch = arch or (prior or {}).get("arch")
     if arch:
         doc["arch"] = arch
-    doc["layers"] = [{**plan_layer_dict(d), "calibrated": d.facts.name in calibrated}
-                     for d in decisions if d.convert]
+    doc["layers"] = [*(prior or {}).get("layers", []),
+                     *({**plan_layer_dict(d), "calibrated": d.facts.name in calibrated}
+                       for d in decisions if d.convert)]
     return doc
+
+
+def validate_plan(doc: Any) -> list[dict[str, Any]]:
+    """A plan's layers, checked before anything is built from it (a multiplier of a million
+    would allocate before failing): raises ``ValueError`` with one line naming the field."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"a plan is a JSON object, not {type(doc).__name__}")
+    version = doc.get("plan_version")
+    if version != PLAN_VERSION:
+        newer = isinstance(version, int) and version > PLAN_VERSION
+        raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
+                         f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)" if newer else ""))
+    arch = doc.get("arch")
+    if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("arch"), str)
+                                 and isinstance(arch.get("arch_kwargs", {}), dict)):
+        raise ValueError('arch: expected {"arch": "module:callable", "arch_kwargs": {...}}')
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError("layers: expected a list")
+    seen: set[str] = set()
+    for i, la in enumerate(layers):
+        if not isinstance(la, dict) or not isinstance(la.get("name"), str) or not la["name"]:
+            raise ValueError(f"layers[{i}]: expected an object with a layer name")
+        if la["name"] in seen:
+            raise ValueError(f"layers[{i}]: layer {la['name']!r} appears twice")
+        seen.add(la["name"])
+        for key, hi in (("depth_multiplier", MAX_MULTIPLIER), ("in_channels", 1 << 24),
+                        ("out_channels", 1 << 24)):
+            v = la.get(key)
+            if not _positive_int(v, hi):
+                limit = f"1 to {hi}"
+                raise ValueError(f"layers[{i}] ({la['name']}).{key}: expected {limit}, "
+                                 f"got {v!r}")
+        k = la.get("kernel")
+        if not (isinstance(k, list) and len(k) == 2 and all(map(_positive_int, k))):
+            raise ValueError(f"layers[{i}] ({la['name']}).kernel: expected [height, width], "
+                             f"got {k!r}")
+    return layers
+
+
+def _positive_int(v: Any, hi: int = 1 << 24) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hi
 
 
 def plan_path(output: Path) -> Path:
@@ -198,15 +277,26 @@ def plan_path(output: Path) -> Path:
     return output.with_name(output.name + ".plan.json")
 
 
+@dataclass(frozen=True)
+class Budget:
+    """Per-layer multipliers that fit a MACs budget, and notes on the layers held back."""
+
+    ranks: dict[str, int]
+    notes: dict[str, str]
+
+
 def ranks_for_budget(facts: Sequence[ConvFacts], model_macs: int, target: int,
-                     calls: dict[str, int] | None = None) -> dict[str, int]:
-    """``--target-macs``: every eligible layer starts at multiplier 1; then, greedily, the
-    step m -> m+1 with the most weight error removed per MAC added is taken while the model
-    stays within ``target`` MACs. The weight error at rank m is the Eckart-Young one,
-    sqrt(1 - energy kept). Raises ``ValueError`` when even multiplier 1 everywhere does not
-    fit (the message says how close it gets)."""
+                     calls: dict[str, int] | None = None,
+                     allow_larger: bool = False) -> Budget:
+    """``--target-macs``: every eligible layer whose DS form is smaller than its conv starts
+    at multiplier 1 (the others keep their conv); then, greedily, the step m -> m+1 with the
+    most weight error removed per MAC added is taken while the model stays within ``target``
+    MACs and (without ``allow_larger``) the layer's DS form stays smaller than its conv in
+    params and MACs. The weight error at rank m is the Eckart-Young one, sqrt(1 - energy
+    kept). Raises ``ValueError`` when the target cannot be met (the message says why)."""
     calls = calls or {}
-    rank = {f.name: 1 for f in facts}
+    cap = {f.name: f.max_rank if allow_larger else largest_smaller(f) for f in facts}
+    live = [f for f in facts if cap[f.name] >= 1]
 
     def macs(f: ConvFacts, m: int) -> int:
         return (_macs(f.separable(m), f.input_shape) or 0) * calls.get(f.name, 1)
@@ -215,17 +305,26 @@ def ranks_for_budget(facts: Sequence[ConvFacts], model_macs: int, target: int,
         e = 1.0 if m >= f.max_rank or not f.energy_by_rank else f.energy_by_rank[m - 1]
         return math.sqrt(max(0.0, 1.0 - e))
 
-    before = {f.name: (_macs(f.spec(), f.input_shape) or 0) * calls.get(f.name, 1)
-              for f in facts}
-    total = model_macs - sum(before.values()) + sum(macs(f, 1) for f in facts)
+    if not live:
+        if model_macs <= target:
+            return Budget({}, {})
+        what = ("no Conv2d layer is eligible for conversion" if not facts else
+                f"none of the {len(facts)} eligible layer(s) is smaller in the DS form, so "
+                "each keeps its conv")
+        raise ValueError(f"{what}; the model's {model_macs:,} MACs stay above the target "
+                         f"{target:,}")
+    before = sum((_macs(f.spec(), f.input_shape) or 0) * calls.get(f.name, 1) for f in live)
+    total = model_macs - before + sum(macs(f, 1) for f in live)
     if total > target:
-        raise ValueError(f"even at depth multiplier 1 everywhere the model has {total:,} "
-                         f"MACs, above the target {target:,}")
+        raise ValueError(f"even at depth multiplier 1 everywhere the DS form is smaller "
+                         f"({len(live)} layer(s)) the model has {total:,} MACs, above the "
+                         f"target {target:,}")
+    rank = {f.name: 1 for f in live}
     while True:
         best: tuple[float, ConvFacts] | None = None
-        for f in facts:
+        for f in live:
             m = rank[f.name]
-            if m >= f.max_rank:
+            if m >= cap[f.name]:
                 continue
             added = macs(f, m + 1) - macs(f, m)
             if added <= 0 or total + added > target:
@@ -234,8 +333,12 @@ def ranks_for_budget(facts: Sequence[ConvFacts], model_macs: int, target: int,
             if best is None or gain > best[0]:
                 best = (gain, f)
         if best is None:
-            return rank
+            break
         f = best[1]
         total += macs(f, rank[f.name] + 1) - macs(f, rank[f.name])
         rank[f.name] += 1
-
+    notes = {f.name: f"--target-macs: held at depth multiplier {rank[f.name]}; at "
+             f"{rank[f.name] + 1} the DS form would not be smaller than the conv"
+             for f in live if rank[f.name] == cap[f.name] < f.max_rank
+             and total + macs(f, rank[f.name] + 1) - macs(f, rank[f.name]) <= target}
+    return Budget(rank, notes)

@@ -17,6 +17,9 @@ import pickletools
 import zipfile
 from pathlib import Path
 
+from .errors import InputError
+from .inputs import read_bytes, read_text
+
 __all__ = ["arch_problem", "pickle_globals", "unsafe_globals"]
 
 #: modules whose globals a plain state_dict or checkpoint pickle uses (tensor rebuilding,
@@ -35,7 +38,7 @@ def pickle_globals(path: Path) -> list[str]:
                 return []
             data = z.read(name)
     else:
-        data = path.read_bytes()
+        data = read_bytes(path, None, "model")
     found: list[str] = []
     strings: list[str] = []
     try:
@@ -93,11 +96,13 @@ def arch_problem(spec: str, base: Path) -> str | None:
             if hit is None:
                 return f"module {target!r} is not importable"
             file = hit
-    if not file.is_file():
+    if not file.exists():
         return f"no such file {file}"
-    try:
-        tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
-    except (SyntaxError, UnicodeDecodeError, OSError) as e:
+    try:  # a FIFO or a device: refused, never read
+        tree = ast.parse(read_text(file, None, "config"), str(file))
+    except InputError as e:
+        return str(e)
+    except (SyntaxError, OSError) as e:
         return f"{file} does not parse: {e}"
     names = set()
     for node in tree.body:

@@ -11,10 +11,10 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from .cost import DTYPE_BYTES, Cost, cost_sequence, flops
 from .errors import FieldError
+from .results import CostTotals, PresetLayer, PresetModel, PresetResult, PresetStage
 from .specs import (
     ConvSpec,
     InvertedResidualSpec,
@@ -61,8 +61,9 @@ class Preset:
         return cost_sequence([(la.name, la.spec) for la in self.layers], shape,
                              DTYPE_BYTES[dtype])
 
-    def to_dict(self, batch: int = 1, dtype: str = "fp32",
-                per_layer: bool = False) -> dict[str, Any]:
+    def result(self, batch: int = 1, dtype: str = "fp32",
+               per_layer: bool = False) -> PresetResult:
+        """The analytic report: totals, each stage's share, each layer (``per_layer``)."""
         total = self.cost(batch, dtype)
         layer_costs = dict(total.parts)
         stages = []
@@ -70,28 +71,20 @@ class Preset:
             names = [la.name for la in self.layers if la.stage == st]
             cs = [layer_costs[n] for n in names]
             params, macs = sum(c.params for c in cs), sum(c.macs for c in cs)
-            stages.append({
-                "stage": st, "blocks": len(names), "output_shape": list(cs[-1].output_shape),
-                "params": params, "macs": macs, "flops": flops(macs),
-                "bytes": sum(c.bytes for c in cs),
-                "share_macs": round(macs / total.macs, 4) if total.macs else 0.0,
-                "share_params": round(params / total.params, 4) if total.params else 0.0,
-            })
-        totals = total.to_dict()
-        totals.pop("parts", None)
-        d: dict[str, Any] = {
-            "name": self.name,
-            "model": {"name": self.name, "width": self.width, "resolution": self.resolution,
-                      "classes": self.classes, "batch": batch, "dtype": dtype},
-            "totals": totals,
-            "stages": stages,
-        }
+            stages.append(PresetStage(
+                stage=st, blocks=len(names), output_shape=list(cs[-1].output_shape),
+                params=params, macs=macs, flops=flops(macs), bytes=sum(c.bytes for c in cs),
+                share_macs=round(macs / total.macs, 4) if total.macs else 0.0,
+                share_params=round(params / total.params, 4) if total.params else 0.0))
+        layers = None
         if per_layer:
-            d["layers"] = [{"stage": la.stage, "name": la.name, "kind": layer_costs[la.name].kind,
-                            **{k: v for k, v in layer_costs[la.name].to_dict().items()
-                               if k not in ("parts", "kind")}}
-                           for la in self.layers]
-        return d
+            layers = [PresetLayer(stage=la.stage, name=la.name,
+                                  **vars(CostTotals.of(layer_costs[la.name])))
+                      for la in self.layers]
+        return PresetResult(
+            name=self.name, model=PresetModel(self.name, self.width, self.resolution,
+                                              self.classes, batch, dtype),
+            totals=CostTotals.of(total), stages=stages, layers=layers)
 
 
 def _v1(width: float, classes: int) -> list[Layer]:

@@ -130,8 +130,8 @@ class Measurement(BlockStats):
 
 
 @dataclass(frozen=True)
-class Side:
-    """One side of a comparison (or a part of it): its cost and, when timed, measurements."""
+class CostTotals:
+    """A whole network's analytic cost (a preset's totals)."""
 
     kind: str
     params: int
@@ -144,6 +144,18 @@ class Side:
     activation_elems: int
     memory_bytes: int
     arithmetic_intensity: float
+
+    @classmethod
+    def of(cls, c: Cost) -> CostTotals:
+        d = c.to_dict()
+        d.pop("parts", None)
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Side(CostTotals):
+    """One side of a comparison (or a part of it): its cost and, when timed, measurements."""
+
     spec: Optional[str] = optional()
     parts: Optional[dict[str, Side]] = optional()
     measured: Optional[Measurement] = optional()
@@ -252,9 +264,17 @@ class DsForm:
 class ModuleTime:
     """A module's share of a measured forward (hooks around its calls)."""
 
+    #: the median of its inclusive times over the hooked forwards (medians do not add:
+    #: ``inclusive_ms`` and ``self_ms`` are the figures that do)
     median_ms: float
+    #: inclusive_ms over the whole hooked forward (the model row's is 1)
     share_time: float
     roofline_fraction: Optional[float]
+    #: means over the same hooked forwards: its calls with (inclusive) and without (self)
+    #: the hooked modules they call; every row's self_ms plus "other" make the whole
+    inclusive_ms: Optional[float] = optional()
+    self_ms: Optional[float] = optional()
+    self_share: Optional[float] = optional()
 
 
 @dataclass(frozen=True)
@@ -283,6 +303,8 @@ class ModuleRow:
     measured: Optional[ModuleTime] = optional()
     #: measured speedup of this module against the same module converted (``--vs ds``)
     speedup: Optional[Speedup] = optional()
+    #: why this module has no measured time although timed (hooks cannot attribute it)
+    unattributed: Optional[str] = optional()
 
 
 @dataclass(frozen=True)
@@ -323,9 +345,15 @@ class BudgetCheck:
     limit: float
     value: Optional[float]
     ok: bool
+    #: a measured budget's 95% interval for its value (the median's, the A/B ratio's)
+    interval: Optional[list[float]] = optional()
+    #: the interval straddles the limit even after re-measuring: met or not, noise decides
+    marginal: Optional[bool] = optional()
 
 
-ProfileVerdict = Literal["pass", "fail", "error", "planned"]
+#: ``marginal``: a measured budget whose interval straddles its limit (it does not fail the
+#: gate unless ``--strict``)
+ProfileVerdict = Literal["pass", "fail", "error", "planned", "marginal"]
 
 
 @dataclass(frozen=True)
@@ -355,33 +383,270 @@ class ProfileCaseResult:
     speedup_by_runtime: Optional[dict[str, float]] = optional()
     failures: Optional[list[str]] = optional()
     error: Optional[str] = optional()
+    #: noisy or implausible measurements (the flags ``compare`` gives them); ``--strict``
+    #: makes them failures
+    flags: Optional[list[str]] = optional()
+
+
+# --------------------------------------------------------------------------- presets
+
+@dataclass(frozen=True)
+class PresetModel:
+    name: str
+    width: float
+    resolution: int
+    classes: int
+    batch: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class PresetStage:
+    """One stage of a preset: its blocks' counts and, when timed on its own, its time."""
+
+    stage: str
+    blocks: int
+    output_shape: list[int]
+    params: int
+    macs: int
+    flops: int
+    bytes: int
+    share_macs: float
+    share_params: float
+    measured: Optional[Measurement] = optional()
+    measured_by_format: Optional[dict[str, Measurement]] = optional()
+
+
+@dataclass(frozen=True)
+class PresetLayer:
+    """One layer of a preset (``--per-layer``)."""
+
+    stage: str
+    name: str
+    kind: str
+    params: int
+    macs: int
+    flops: int
+    bytes: int
+    elementwise_ops: int
+    input_shape: list[int]
+    output_shape: list[int]
+    activation_elems: int
+    memory_bytes: int
+    arithmetic_intensity: float
+
+
+@dataclass(frozen=True)
+class PresetFullConv:
+    """The same network with every depthwise + pointwise pair as one dense conv."""
+
+    totals: CostTotals
+    stages: list[PresetStage]
+
+
+@dataclass(frozen=True)
+class PresetResult:
+    """A preset network (``compare --preset``): totals, stages, and when timed, times."""
+
+    name: str
+    model: PresetModel
+    totals: CostTotals
+    stages: list[PresetStage]
+    layers: Optional[list[PresetLayer]] = optional()
+    full_conv: Optional[PresetFullConv] = optional()
+    measured_by_runtime: Optional[list[Measurement]] = optional()
+    measured: Optional[Measurement] = optional()
+
+
+# --------------------------------------------------------------------------- convert
+
+@dataclass(frozen=True)
+class LayerOutputError:
+    """A calibrated layer's relative output error on the calibration inputs."""
+
+    #: null in JSON when not finite (JSON has no NaN)
+    svd: Optional[float]
+    calibrated: Optional[float]
+    refine_note: Optional[str] = optional()
+    refine_steps: Optional[int] = optional()
+
+
+@dataclass(frozen=True)
+class ConvertLayer:
+    """One Conv2d of a converted model: what it was, what it became, or why it stayed."""
+
+    name: str
+    aliases: list[str]
+    input_shape: Optional[list[int]]
+    in_channels: int
+    out_channels: int
+    kernel: list[int]
+    stride: list[int]
+    dilation: list[int]
+    groups: int
+    params_before: int
+    params_after: Optional[int]
+    macs_before: Optional[int]
+    macs_after: Optional[int]
+    rank: Optional[int]
+    max_rank: int
+    energy: Optional[float]
+    weight_error: Optional[float]
+    status: Literal["converted", "skipped"]
+    reason: Optional[str]
+    note: Optional[str]
+    output_error: Optional[LayerOutputError] = optional()
+
+
+@dataclass(frozen=True)
+class ConvertTotals:
+    layers: int
+    converted: int
+    skipped: int
+    model_params_before: int
+    model_params_after: int
+    conv_params_before: int
+    conv_params_after: int
+    conv_macs_before: Optional[int]
+    conv_macs_after: Optional[int]
+    #: the whole model counted like ``compare --model`` (with an input shape)
+    model_macs_before: Optional[int] = optional()
+    model_macs_after: Optional[int] = optional()
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The converted model's output against the original's on one seeded input."""
+
+    verified: bool
+    #: why there is no check (no input shape)
+    note: Optional[str] = optional()
+    input_shape: Optional[list[int]] = optional()
+    seed: Optional[int] = optional()
+    mode: Optional[Literal["eval"]] = optional()
+    max_abs_diff: Optional[float] = optional()
+    rel_diff: Optional[float] = optional()
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The converted model against the original on real inputs."""
+
+    #: top-1 agreement (rows with a non-finite output never agree); None: not logits
+    agreement: Optional[float]
+    #: null in JSON when not finite (JSON has no NaN): such a figure never passes a gate
+    rel_output_error: Optional[float]
+    on: Literal["eval", "calibration"]
+    n: int
+    #: the share of the inputs the original puts in its most frequent class; at 0.9 or
+    #: more, agreement says little (a model predicting one class agrees with itself)
+    majority_class_share: Optional[float] = optional()
+    agreement_meaningful: Optional[bool] = optional()
+
+
+@dataclass(frozen=True)
+class ConvertTiming:
+    convert: float
+    verify: float
+    load: float
+    calibrate: Optional[float] = optional()
+    write: Optional[float] = optional()
+    #: --distill-steps (part of ``calibrate``)
+    distill: Optional[float] = optional()
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """``--distill-steps``: after the layer-wise refit, the converted layers' weights
+    trained end to end (Adam) to match the original model's outputs on the calibration
+    inputs (no labels)."""
+
+    steps: int
+    batch: int
+    lr: float
+    #: [step, mean relative squared output error of the steps since the previous point]
+    loss: list[list[float]]
+    #: ||y' - y|| / ||y|| on all calibration inputs before and after training
+    rel_output_error_before: float
+    rel_output_error_after: float
+    #: False: training did not lower the error; the calibrated weights were kept
+    kept: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ConvertSource:
+    path: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ConvertChoices:
+    """The options that decided the conversion."""
+
+    init: str
+    depth_multiplier: int
+    energy: Optional[float]
+    max_error: Optional[float]
+    min_channels: int
+    allow_larger: bool
+    target_macs: Optional[float]
+
+
+@dataclass(frozen=True)
+class ConvertExport:
+    """``--export``: the deployable artifact, and its output checked against the converted
+    model's on the verification input before it was written."""
+
+    path: str
+    #: torch.export (.pt2) or onnx (.onnx)
+    format: str
+    exporter: str
+    bytes: int
+    input_shape: list[int]
+    dtype: str
+    checked: bool
+    max_abs_diff: float
+    #: the largest |diff| allowed: the dtype's tolerance times the output's scale
+    tolerance: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """``dsconv convert``: per-layer rows, totals, the output check, fidelity, timings,
+    and what was written."""
+
+    name: str
+    source: ConvertSource
+    options: ConvertChoices
+    layers: list[ConvertLayer]
+    totals: ConvertTotals
+    verification: Verification
+    timing_s: ConvertTiming
+    fidelity: Optional[Fidelity] = optional()
+    fidelity_on_calibration: Optional[Fidelity] = optional()
+    #: what may make the converted model differ from the original (also on stderr)
+    warnings: Optional[list[str]] = optional()
+    output_note: str = ""
+    written: list[str] = field(default_factory=list)
+    #: why nothing was written although it was asked for (--min-agreement...): exit 1
+    refusal: Optional[str] = optional()
+    #: --export: the artifact written (or, on a dry run, checked) beside the model
+    export: Optional[ConvertExport] = optional()
+    distillation: Optional[Distillation] = optional()
 
 
 # --------------------------------------------------------------------------- schema
 
-#: case shapes not (yet) built from dataclasses: kept as JSON Schema here
-_UNTYPED_DEFS: dict[str, Any] = {
-    "preset_case": {
-        "type": "object",
-        "required": ["name", "model", "totals", "stages"],
-        "properties": {
-            "model": {"type": "object", "required": ["name", "width", "resolution", "classes"]},
-            "totals": {"type": "object", "required": ["params", "macs", "flops", "bytes",
-                                                      "output_shape"]},
-            "stages": {"type": "array", "items": {
-                "type": "object", "required": ["stage", "blocks", "params", "macs"]}},
-            "layers": {"type": "array"},
-            "full_conv": {"type": "object", "required": ["totals"]},
-            "measured": {"$ref": "#/$defs/Measurement"},
-        },
-    },
-    "convert_case": {
-        "type": "object",
-        "required": ["name", "layers", "totals", "verification"],
-        "properties": {"layers": {"type": "array"}, "totals": {"type": "object"},
-                       "verification": {"type": "object"}},
-    },
-}
+#: the case types a report may hold
+CASE_TYPES = (ComparedCase, ProfileCaseResult, ModelAnalysis, PresetResult, ConvertResult)
+
+#: results whose every key is declared: their schema admits no other
+_CLOSED = (CostTotals, PresetModel, PresetStage, PresetLayer, PresetFullConv, PresetResult,
+           LayerOutputError, ConvertLayer, ConvertTotals, Verification, Fidelity,
+           ConvertTiming, ConvertSource, ConvertChoices, ConvertExport, ConvertResult,
+           Distillation)
 
 
 def report_schema() -> dict[str, Any]:
@@ -389,10 +654,11 @@ def report_schema() -> dict[str, Any]:
     which only this function and the config module import)."""
     from pydantic import TypeAdapter
 
-    typed = Union[ComparedCase, ProfileCaseResult, ModelAnalysis]
+    typed = Union[CASE_TYPES]  # type: ignore[valid-type]
     schema = TypeAdapter(list[typed]).json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs")
-    defs.update(_UNTYPED_DEFS)
+    for cls in _CLOSED:
+        defs[cls.__name__]["additionalProperties"] = False
     defs["environment"] = {
         "type": "object",
         "properties": {
@@ -402,11 +668,7 @@ def report_schema() -> dict[str, Any]:
             "calibration": {"type": "object"},
         },
     }
-    defs["case"] = {"anyOf": [{"$ref": "#/$defs/ComparedCase"},
-                              {"$ref": "#/$defs/ProfileCaseResult"},
-                              {"$ref": "#/$defs/ModelAnalysis"},
-                              {"$ref": "#/$defs/preset_case"},
-                              {"$ref": "#/$defs/convert_case"}]}
+    defs["case"] = {"anyOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in CASE_TYPES]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://dsconv.dev/report.schema.json",
@@ -422,6 +684,14 @@ def report_schema() -> dict[str, Any]:
                                     "version": {"type": "string"}}},
             "environment": {"$ref": "#/$defs/environment"},
             "cases": {"type": "array", "items": {"$ref": "#/$defs/case"}},
+            # profile: what ``--merge`` checks (dsconv_cli/services/gate.py)
+            "config_digest": {"type": "string"},
+            "shard": {"type": "object", "required": ["index", "count"],
+                      "additionalProperties": False,
+                      "properties": {"index": {"type": "integer", "minimum": 1},
+                                     "count": {"type": "integer", "minimum": 1}}},
+            "exit_status": {"type": "integer", "minimum": 0},
+            "runtime_errors": {"type": "object", "additionalProperties": {"type": "string"}},
         },
         "$defs": dict(sorted(defs.items())),
     }

@@ -14,18 +14,14 @@ from typing import Any
 
 from .cases import LayerCase, expand_grid, parse_value, resolve_layer
 from .errors import FieldError, InputError
+from .gate import BUDGET_METRICS
 from .presets import Preset, get_preset
 
 __all__ = ["SOURCE_METRICS", "PlannedCase", "merged_budget", "plan_cases", "source_of"]
 
-#: which budget metrics each kind of case can have
-SOURCE_METRICS = {
-    "layer": {"max_latency_ms", "min_speedup", "max_params", "max_macs", "max_memory_mb"},
-    "preset": {"max_latency_ms", "max_params", "max_macs", "max_memory_mb"},
-    "model": {"max_latency_ms", "max_params", "max_macs", "max_slowdown"},
-    "model+convert": {"max_latency_ms", "min_speedup", "max_params", "max_macs",
-                      "max_slowdown"},
-}
+#: which budget metrics each kind of case can have (from the metric registry)
+SOURCE_METRICS = {src: {k for k, m in BUDGET_METRICS.items() if src in m.sources}
+                  for src in ("layer", "preset", "model", "model+convert")}
 
 
 def source_of(c: Any) -> str:

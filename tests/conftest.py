@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,15 +36,43 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
     return check
 
 
-@pytest.fixture(scope="session")
+#: A fixed, plausible calibration far above this machine's peaks: every test gets it in its
+#: own cache (never a shared one, never a real calibration a loaded machine can spoil), and
+#: no measurement can land above its roofline (which would recalibrate for real).
+FIXED_CALIBRATION = {"peak_gflops": 5000.0, "spread": 0.01,
+                     "bandwidth": [[s, 2000.0, 2000.0] for s in
+                                   (64 << 10, 512 << 10, 4 << 20, 32 << 20, 128 << 20)]}
+
+
+def fixed_calibration_cache(root: Path) -> Path:
+    """``root``/calibration.json holding :data:`FIXED_CALIBRATION` for the CPU in every
+    dtype and thread count a test (or a subprocess it starts) can ask for."""
+    import torch
+
+    from dsconv_cli.torch_backend.timing import calibration_key
+
+    cpu = torch.device("cpu")
+    cache = {calibration_key(cpu, dtype, threads): FIXED_CALIBRATION
+             for dtype in ("fp32", "fp16", "bf16")
+             for threads in range(1, (os.cpu_count() or 1) + 1)}
+    path = root / "calibration.json"
+    path.write_text(json.dumps(cache))
+    return path
+
+
+@pytest.fixture
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One calibration cache for the whole run (calibrating takes seconds)."""
-    return str(tmp_path_factory.mktemp("dsconv-cache"))
+    """This test's own calibration cache, holding the fixed calibration (no test sees
+    another's calibration)."""
+    root = tmp_path_factory.mktemp("dsconv-cache")
+    fixed_calibration_cache(root)
+    return str(root)
 
 
 @pytest.fixture(autouse=True)
 def _fixed_terminal(monkeypatch: pytest.MonkeyPatch, cache_dir: str) -> None:
-    """Golden output: fixed width, no colour, whatever terminal runs the tests."""
+    """Golden output: fixed width, no colour, whatever terminal runs the tests; this
+    test's own calibration cache."""
     monkeypatch.setenv("DSCONV_WIDTH", "160")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)

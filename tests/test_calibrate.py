@@ -272,3 +272,179 @@ def test_refine_steps_alternate_depthwise_and_pointwise(trained: Path) -> None:
     assert refined["fidelity"]["rel_output_error"] <= base["fidelity"]["rel_output_error"]
     r = run("convert", trained / "cnn.pt", "--trust-pickle", "--dry-run", "--refine-steps", "1")
     assert r.exit_code == 2 and "--calibration-data" in r.stderr
+
+
+# ------------------------------------------------------------ dtypes, memory, odd data
+
+def _errors(case: dict[str, Any]) -> list[float]:
+    return [la["output_error"]["calibrated"] for la in case["layers"]
+            if la["status"] == "converted"]
+
+
+def test_calibration_data_is_cast_to_the_models_dtype(trained: Path, tmp_path: Path) -> None:
+    # numpy's default float64 and fp16 data against a float32 model: the same inputs,
+    # cast, give the refit that float32 data gives (they failed in the layer-order pass)
+    x = torch.load(trained / "cal.pt")
+    np.save(tmp_path / "c64.npy", x.double().numpy())
+    np.save(tmp_path / "c16.npy", x.half().numpy())
+    torch.save(x.half().float(), tmp_path / "c16as32.pt")
+    def calibrated(data: Path) -> dict[str, Any]:
+        r = run("convert", trained / "cnn.pt", "--trust-pickle", "--dry-run", "--json",
+                "--min-channels", "8", "--calibration-data", data)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)["cases"][0]
+
+    ref, c64 = calibrated(trained / "cal.pt"), calibrated(tmp_path / "c64.npy")
+    assert len(_errors(ref)) == 3
+    assert _errors(c64) == pytest.approx(_errors(ref), rel=1e-4, abs=1e-6)
+    assert c64["fidelity"] == ref["fidelity"]
+    c16, ref16 = calibrated(tmp_path / "c16.npy"), calibrated(tmp_path / "c16as32.pt")
+    assert _errors(c16) == pytest.approx(_errors(ref16), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_calibrate(trained: Path, tmp_path: Path,
+                                        dtype: torch.dtype) -> None:
+    model = torch.load(trained / "cnn.pt", weights_only=False).to(dtype)
+    torch.save(model, tmp_path / "low.pt")
+    np.save(tmp_path / "c64.npy", torch.load(trained / "cal.pt").double().numpy())
+    r = run("convert", tmp_path / "low.pt", "--trust-pickle", "-o", tmp_path / "o.pt",
+            "--min-channels", "8", "--calibration-data", tmp_path / "c64.npy",
+            "--eval-data", trained / "eval.npy", "--json")
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    errs = _errors(case)
+    assert len(errs) == 3 and all(e < 0.9 for e in errs)  # refitted, in float64 from bf16
+    assert case["fidelity"]["agreement"] >= 0.9, case["fidelity"]
+    out = torch.load(tmp_path / "o.pt", weights_only=False)
+    assert {p.dtype for p in out.parameters()} == {dtype}  # written in its own dtype
+
+
+@pytest.mark.parametrize("option", ["--calibration-data", "--eval-data"])
+@pytest.mark.parametrize("data,message", [
+    (lambda: torch.randn(4, 3, 16, 16, device="meta"), "meta tensor"),
+    (lambda: torch.randn(4, 3, 16, 16).to_sparse(), "sparse_coo tensor"),
+    (lambda: torch.randn(4, 3, 16, 16, dtype=torch.complex64), "floating-point"),
+    (lambda: torch.zeros(4, 3, 16, 16, dtype=torch.int64), "floating-point"),
+    (lambda: torch.zeros(0, 3, 16, 16), "expected N inputs"),
+    (lambda: torch.zeros(4, 0, 16, 16), "expected N inputs"),
+])
+def test_odd_tensors_as_data_are_one_line(trained: Path, tmp_path: Path, option: str,
+                                          data: Any, message: str) -> None:
+    torch.save(data(), tmp_path / "d.pt")
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "--dry-run", "--min-channels",
+            "8", option, tmp_path / "d.pt")
+    assert r.exit_code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"Error: {option} ") and message in lines[-1], r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_big_endian_npy_is_one_line(trained: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "be.npy", np.zeros((4, 3, 16, 16), dtype=">f4"))
+    r = run("convert", trained / "cnn.pt", "--trust-pickle", "--dry-run",
+            "--calibration-data", tmp_path / "be.npy")
+    assert r.exit_code == 2 and "byte order" in r.stderr.strip().splitlines()[-1]
+
+
+def _mapping_of(t: torch.Tensor) -> str | None:
+    """What /proc/self/maps says holds the tensor's first byte: a file's path, [heap]..."""
+    addr = t.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        lo, hi = (int(v, 16) for v in parts[0].split("-"))
+        if lo <= addr < hi:
+            return parts[5] if len(parts) > 5 else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_data_is_memory_mapped_and_batches_are_copies(tmp_path: Path) -> None:
+    from dsconv_cli.torch_backend.calibrate import _batches, load_inputs
+
+    x = torch.randn(64, 3, 8, 8, dtype=torch.float64)
+    np.save(tmp_path / "d.npy", x.numpy())
+    torch.save(x.float(), tmp_path / "d.pt")
+    for name in ("d.npy", "d.pt"):
+        data = load_inputs(tmp_path / name, "--calibration-data")
+        assert _mapping_of(data) == str(tmp_path / name)  # not read into memory
+        model = nn.Conv2d(3, 4, 1)  # float32: float64 data is cast per batch
+        batches = list(_batches(data, 16, model))
+        assert [b.shape[0] for b in batches] == [16] * 4
+        assert all(b.dtype == torch.float32 and _mapping_of(b) != str(tmp_path / name)
+                   for b in batches)
+        batches[0].zero_()  # a model writing to its input never writes to the data
+        assert torch.equal(data[:16], (x if name == "d.npy" else x.float())[:16])
+
+
+class Recorder(nn.Module):
+    """SmallCNN-like; records the batch size of every forward it runs."""
+
+    seen: list[int] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Recorder.seen.append(x.shape[0])
+        return self.body(x)
+
+
+def test_memory_is_estimated_before_the_first_batch_and_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsconv_cli.torch_backend import calibrate
+
+    torch.manual_seed(0)
+    torch.save(Recorder().state_dict(), tmp_path / "sd.pt")
+    torch.save(torch.randn(64, 3, 32, 32), tmp_path / "cal.pt")
+    base = ["convert", tmp_path / "sd.pt", "--arch", "tests.test_calibrate:Recorder",
+            "--dry-run", "--min-channels", "8", "--calibration-data", tmp_path / "cal.pt"]
+    # the estimate is computed for real; only the machine's free memory is made small
+    monkeypatch.setattr(calibrate, "free_memory", lambda: 6_000_000)
+    Recorder.seen.clear()
+    r = run(*base, "--calibration-batch", "64")
+    assert r.exit_code == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: --calibration-batch 64: calibration would need about")
+    assert "6 MB is free" in line and "per input" in line
+    assert set(Recorder.seen) == {1}  # one-input forwards only: nothing batched ran
+    fits = int(line.rsplit("--calibration-batch ", 1)[1].split()[0])
+    assert 1 <= fits < 64
+    assert run(*base, "--calibration-batch", fits).exit_code == 0  # what it says fits
+    assert run(*base, "--calibration-batch", fits + 1).exit_code == 2
+    monkeypatch.setattr(calibrate, "free_memory", lambda: 1 << 10)
+    r = run(*base)
+    assert r.exit_code == 2 and "not even --calibration-batch 1 fits" in r.stderr
+
+
+def test_memory_estimate_grows_with_what_it_counts() -> None:
+    from dsconv_cli.torch_backend import footprint
+    from dsconv_cli.torch_backend.calibrate import _survey
+    from dsconv_cli.torch_backend.convert import make_pair
+
+    def pair_net(hw: int) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        orig = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        conv = nn.Sequential(make_pair(orig[0], 2, "svd"), nn.ReLU())
+        return orig, conv, torch.randn(4, 8, hw, hw)
+
+    def measured(hw: int) -> footprint.Survey:
+        orig, conv, x = pair_net(hw)
+        return _survey(orig, conv, ["0"], x, "--calibration-data")
+
+    small, big = measured(8), measured(16)
+    la = small.layers["0"]
+    # measured on a real forward: (8, 8, 8) in, 16 depthwise and 16 output channels
+    assert (la.pair_in, la.mid, la.out, la.patches) == (512, 1024, 1024, 8 * 9 * 64)
+    assert small.largest == 1024 and small.output == 1024 and small.elem == 4
+    e_small = footprint.estimate(small, "calibration", 4)
+    e_big = footprint.estimate(big, "calibration", 4)
+    assert e_big.per_input == 4 * e_small.per_input  # activations scale with the pixels
+    assert e_big.fixed == e_small.fixed  # the normal equations do not
+    refine = footprint.estimate(small, "calibration", 4, refine_steps=1)
+    assert refine.per_input > e_small.per_input and refine.fixed > e_small.fixed
+    cached = footprint.estimate(small, "calibration", 4, cached_targets=True)
+    assert cached.fixed - e_small.fixed == 4 * 1024 * 4

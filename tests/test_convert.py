@@ -305,7 +305,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("text", lambda d: _file(d / "t.pt", b"hello"), "not a"),
     ("random", lambda d: _file(d / "r.pt", os.urandom(4096)), "not a"),
     ("zip", lambda d: _zip(d / "z.pt"), "not a"),
-    ("folder", lambda d: d, "not a file"),
+    ("folder", lambda d: d, "is a folder, not a regular file"),
     ("torchscript", lambda d: _torchscript(d / "ts.pt"), "TorchScript"),
 ]
 
@@ -386,3 +386,165 @@ def test_installed_script_converts(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "converted" in p.stdout and out.exists()
     assert zipfile.is_zipfile(out)
+
+
+# ------------------------------------------------------------ fidelity that cannot mislead
+
+class Tripwire(nn.Module):
+    """Logits that turn NaN as soon as ``a`` computes anything but what ``ref`` (its
+    twin, kept out of the conversion) computes; the original predicts class 0 for every
+    input (a large bias), so NaN rows argmax to the same class as the original's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(32, 32, 3, padding=1)
+        self.ref = nn.Conv2d(32, 32, 3, padding=1)
+        self.ref.load_state_dict(self.a.state_dict())
+        self.fc = nn.Linear(32, 4)
+        with torch.no_grad():
+            self.fc.bias[0] = 100.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = ((self.a(x) - self.ref(x)) ** 2).mean(dim=(1, 2, 3))
+        return self.fc(x.mean(dim=(2, 3))) + torch.log1p(-1e12 * d)[:, None]
+
+
+class Wide(nn.Module):
+    """Random convs whose logits read every position: the original's predictions spread
+    over the classes, and a rank-1 conversion changes most of them."""
+
+    def __init__(self, bias0: float = 0.0) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(32, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 16, 10)
+        with torch.no_grad():
+            self.fc.bias[0] = bias0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+def _save(tmp_path: Path, model: nn.Module, n: int = 64) -> tuple[Path, Path, Path]:
+    torch.manual_seed(0)
+    src, cal, ev = tmp_path / "m.pt", tmp_path / "cal.pt", tmp_path / "eval.pt"
+    torch.save(model, src)
+    torch.save(torch.randn(n, 32, 4, 4, generator=torch.Generator().manual_seed(1)), cal)
+    torch.save(torch.randn(n, 32, 4, 4, generator=torch.Generator().manual_seed(2)), ev)
+    return src, cal, ev
+
+
+def test_nan_output_fails_every_fidelity_gate(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src, _, ev = _save(tmp_path, Tripwire())
+    out = tmp_path / "o.pt"
+    base = [src, "--trust-pickle", "-o", out, "--exclude", "ref"]
+    r = run(*base, "--eval-data", ev, "--max-output-error", "0.01")
+    assert r.exit_code == 1 and not out.exists()
+    assert "relative output error is nan (not finite)" in r.stderr, r.stderr
+    r = run(*base, "--eval-data", ev, "--min-agreement", "0.99", "--json")
+    assert r.exit_code == 1 and not out.exists()
+    case = json.loads(r.stdout)["cases"][0]
+    validate_report(json.loads(r.stdout))
+    fid = case["fidelity"]
+    # NaN rows argmax to class 0, the original's class for every input: they must not agree
+    assert fid["agreement"] == 0.0 and fid["rel_output_error"] is None
+    assert fid["majority_class_share"] == 1.0 and fid["agreement_meaningful"] is False
+    assert "below --min-agreement" in r.stderr and case["written"] == []
+    r = run(*base, "--input-shape", "2,32,4,4", "--max-output-error", "0.5")  # no data
+    assert r.exit_code == 1 and "not finite" in r.stderr and not out.exists()
+
+
+def test_low_fidelity_warns_with_or_without_calibration(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src, cal, ev = _save(tmp_path, Wide(), n=128)
+    base = [src, "--trust-pickle", "--dry-run", "--eval-data", ev, "--json"]
+    r = run(*base)
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    fid = case["fidelity"]
+    assert fid["majority_class_share"] < 0.9 and fid["agreement_meaningful"] is True
+    assert fid["agreement"] < 0.9 and fid["rel_output_error"] > 0.1  # what the model gives
+    assert f"top-1 agreement on the eval inputs (n=128) is {100 * fid['agreement']:.1f}%" \
+        in r.stderr
+    assert "relative output error on the eval inputs (n=128)" in r.stderr
+    assert len(case["warnings"]) == 3 and all(w in r.stderr for w in case["warnings"])
+    r = run(*base, "--calibration-data", cal)
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    err = case["fidelity"]["rel_output_error"]
+    assert err > 0.1  # a rank-1 form of random 3x3 kernels stays far off, refitted or not
+    assert f"relative output error on the eval inputs (n=128) is {err:.3f}" in r.stderr
+
+
+def test_one_class_agreement_is_not_meaningful(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src, _, ev = _save(tmp_path, Wide(bias0=1e4))
+    r = run(src, "--trust-pickle", "--dry-run", "--eval-data", ev, "--json",
+            "--depth-multiplier", "9", "--allow-larger")
+    assert r.exit_code == 0, r.stderr
+    fid = json.loads(r.stdout)["cases"][0]["fidelity"]
+    assert fid["agreement"] == 1.0 and fid["majority_class_share"] == 1.0
+    assert fid["agreement_meaningful"] is False
+    assert "is not meaningful: the original model puts 100% of them in one class" in r.stderr
+    r = run(src, "--trust-pickle", "--dry-run", "--eval-data", ev, "--depth-multiplier", "9",
+            "--allow-larger")
+    assert "agreement 100.00% (not meaningful: the original puts 100% in one class)" in \
+        " ".join(r.stdout.split()), r.stdout
+
+
+# ------------------------------------------------------------ user code never decides the exit
+
+class Rude(nn.Module):
+    """Raises ``what`` from its forward on batches of more than ``over`` inputs, or from
+    ``deepcopy``."""
+
+    def __init__(self, what: str, over: int = 1) -> None:
+        super().__init__()
+        self.what, self.over = what, over
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+
+    def _raise(self) -> None:
+        if self.what == "exit":
+            raise SystemExit(0)
+        if self.what == "interrupt":
+            raise KeyboardInterrupt
+        if self.what == "sigint":  # the user's own Ctrl-C, arriving mid-forward
+            import signal
+
+            signal.raise_signal(signal.SIGINT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.over:
+            self._raise()
+        return self.conv(x)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        if self.over < 0:
+            self._raise()
+        return Rude(self.what, self.over)
+
+
+@pytest.mark.parametrize("what,over,needle", [
+    ("exit", 1, "while calibrating: SystemExit: 0"),
+    ("interrupt", 1, "while calibrating: KeyboardInterrupt"),
+    ("exit", -1, "copying the model (deepcopy): SystemExit"),
+    ("interrupt", -1, "copying the model (deepcopy): KeyboardInterrupt"),
+    ("interrupt", 0, "KeyboardInterrupt"),  # the first (verification) forward
+])
+def test_user_code_never_decides_the_exit_code(tmp_path: Path, what: str, over: int,
+                                               needle: str) -> None:
+    src, cal, _ = _save(tmp_path, Rude(what, over))
+    out = tmp_path / "o.pt"
+    r = run(src, "--trust-pickle", "-o", out, "--calibration-data", cal)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("Warning:")]
+    assert len(errors) == 1 and errors[0].startswith("Error:"), r.stderr
+    assert needle in errors[0] and str(src) in errors[0] and not out.exists()
+
+
+def test_a_real_ctrl_c_in_user_code_still_exits_130(tmp_path: Path) -> None:
+    src, cal, _ = _save(tmp_path, Rude("sigint"))
+    out = tmp_path / "o.pt"
+    r = run(src, "--trust-pickle", "-o", out, "--calibration-data", cal)
+    assert r.exit_code == 130 and not out.exists()

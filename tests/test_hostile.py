@@ -180,7 +180,11 @@ def test_unwritable_outputs_fail_up_front(tmp_path: Path, monkeypatch: pytest.Mo
 def test_baseline_is_validated_when_loaded(tmp_path: Path, bad: str, where: str) -> None:
     (tmp_path / "b.json").write_text(bad)
     c = cfg(tmp_path, LAYER)
-    assert where in one_line(run("profile", c, "--baseline", tmp_path / "b.json"))
+    r = run("profile", c, "--baseline", tmp_path / "b.json")
+    # checked against report.schema.json: every problem one line, the bad figure first
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and all(ln.startswith("Error: ") for ln in lines), r.stderr
+    assert f": {where}: " in lines[0]
 
 
 def test_deep_and_huge_yaml(tmp_path: Path) -> None:
@@ -308,7 +312,8 @@ def test_strict_env_fails_before_any_case(tmp_path: Path,
 
     monkeypatch.setattr(svc, "_run_case", never)
     base = tmp_path / "b.json"
-    base.write_text(json.dumps({"schema_version": 1, "environment": {"device": "tpu"},
+    base.write_text(json.dumps({"schema_version": 1, "tool": {"name": "dsconv", "version": "0"},
+                                "environment": {"device": "tpu"},
                                 "cases": []}))
     c = cfg(tmp_path, LAYER)
     assert "different environment" in one_line(run("profile", c, "--baseline", base,
@@ -361,3 +366,411 @@ def test_a_billion_case_sweep_is_refused_at_once(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     err = one_line(run("profile", c, "--dry-run"))
     assert "1,000,000,000 cases" in err and time.perf_counter() - t0 < 5
+
+
+# ================================================================== round three (issue 22)
+
+class WideDataDependent(nn.Module):
+    """Control flow on a value (cannot be counted on meta) after a wide convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 256, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if float(y.sum()) >= 0 else -y
+
+
+class RaisesKeyboardInterrupt(nn.Module):
+    """User code whose forward raises KeyboardInterrupt itself (no Ctrl-C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+
+class Boom(BaseException):
+    pass
+
+
+def raises_base_exception() -> nn.Module:
+    raise Boom("from the builder")
+
+
+def raises_generator_exit() -> nn.Module:
+    raise GeneratorExit
+
+
+def deep_sequential() -> nn.Module:
+    m: nn.Module = nn.Conv2d(3, 3, 1)
+    for _ in range(5000):
+        m = nn.Sequential(m)
+    return m
+
+
+def zero_channel_conv() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 0, 1))
+
+
+def half_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(32, 32, 3)).half()
+
+
+def double_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(32, 32, 3)).double()
+
+
+def _sd(tmp_path: Path) -> Path:
+    p = tmp_path / "sd.pt"
+    torch.save(small_resnet().state_dict(), p)
+    return p
+
+
+# ------------------------------------------------------------------ 1. inputs never outputs
+
+def test_no_output_may_be_an_input(tmp_path: Path) -> None:
+    sd = _sd(tmp_path)
+    data = tmp_path / "c.json"  # calibration data under a report's name
+    torch.save(torch.randn(2, 3, 32, 32), data)
+    before = data.read_bytes()
+    base = ("convert", sd, "--arch", "tests.models:small_resnet", "--force")  # even so
+    for args in (("--dry-run", "--calibration-data", data, "--report", data),
+                 ("--dry-run", "--eval-data", data, "--report", data),
+                 ("-o", data, "--calibration-data", data)):
+        assert "is also the input" in one_line(run(*base, *args)), args
+    link = tmp_path / "link.json"  # a hard link is the same file
+    os.link(data, link)
+    assert "is also the input" in one_line(run(*base, "--dry-run", "--calibration-data", data,
+                                               "--report", link))
+    model = tmp_path / "m.json"  # compare checks its --report against --model and --vs
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3)), model)
+    mbytes = model.read_bytes()
+    err = one_line(run("compare", "--model", model, "--trust-pickle", "--input-shape",
+                       "1,3,8,8", "--report", model))
+    assert "is also the input --model" in err
+    err = one_line(run("compare", "--model", sd, "--arch", "tests.models:small_resnet",
+                       "--input-shape", "1,3,32,32", "--vs", model, "--trust-pickle",
+                       "--report", model))
+    assert "is also the input --vs" in err
+    assert data.read_bytes() == before and model.read_bytes() == mbytes
+
+
+def test_convert_keeps_an_existing_report_without_force(tmp_path: Path) -> None:
+    sd = _sd(tmp_path)
+    rep = tmp_path / "r.json"
+    rep.write_text("mine")
+    args = ("convert", sd, "--arch", "tests.models:small_resnet", "--dry-run", "--report", rep)
+    assert "--force" in one_line(run(*args)) and rep.read_text() == "mine"
+    r = run(*args, "--force")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(rep.read_text())["cases"][0]["source"]["format"] == "state_dict"
+
+
+# ------------------------------------------------------------------ 2. nothing lost
+
+def test_full_disk_report_still_prints_stdout(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from dsconv_cli import atomic
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    rep = tmp_path / "r.json"
+    r = run("compare", "--in", "8", "--hw", "4", "--json", "--report", rep)
+    err = one_line(r, 1)
+    assert str(rep) in err and "No space left" in err
+    assert json.loads(r.stdout)["cases"][0]["standard"]["params"] == 8 * 8 * 9  # hand count
+    assert list(tmp_path.iterdir()) == []  # no temp file left
+
+
+# ------------------------------------------------------------------ 3. special files
+
+def _capped() -> None:
+    """In a child process: at most 8 GB of address space (a read of /dev/zero that was not
+    refused fails fast instead of taking the machine's memory)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+def _fifo(tmp_path: Path, name: str = "fifo") -> Path:
+    p = tmp_path / name
+    os.mkfifo(p)
+    return p
+
+
+def _special_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
+    """(arguments, the option the error must name) for a FIFO or device as each input."""
+    fifo = str(_fifo(tmp_path))
+    conf = cfg(tmp_path, LAYER)
+    sd = str(_sd(tmp_path))
+    arch = ["--arch", "tests.models:small_resnet"]
+    return [
+        (["profile", "--merge", fifo, fifo], "--merge"),
+        (["profile", "--merge", "/dev/zero"], "--merge"),
+        (["profile", str(conf), "--dry-run", "--baseline", fifo], "--baseline"),
+        (["profile", str(conf), "--dry-run", "--baseline", "/dev/zero"], "--baseline"),
+        (["profile", fifo, "--dry-run"], "CONFIG"),
+        (["convert", sd, *arch, "--dry-run", "--calibration-data", fifo],
+         "--calibration-data"),
+        (["convert", sd, *arch, "--dry-run", "--eval-data", "/dev/zero"], "--eval-data"),
+        (["convert", fifo, "--dry-run"], "fifo"),
+        (["compare", "--model", fifo, "--input-shape", "1,3,8,8"], "fifo"),
+    ]
+
+
+def test_fifos_and_devices_as_inputs_are_one_line(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "dsconv"
+    for args, option in _special_cases(tmp_path):
+        t0 = time.perf_counter()
+        # its own process, with a timeout (a FIFO must never block) and a memory cap
+        r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60,
+                           preexec_fn=_capped)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        err = r.stderr.strip()
+        assert err.startswith("Error:") and len(err.splitlines()) == 1, (args, err)
+        assert option in err and "no such file" not in err, (args, err)
+        assert time.perf_counter() - t0 < 60
+
+
+_CACHE_TEST = "test_calibration_cache_on_a_device_or_fifo_is_not_read"
+
+
+def test_calibration_cache_on_a_device_or_fifo_is_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get("DSCONV_CACHE_TEST_CHILD") != "1":  # in a child: capped, timed out
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"{__file__}::{_CACHE_TEST}"],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT,
+                           env={**os.environ, "DSCONV_CACHE_TEST_CHILD": "1"},
+                           preexec_fn=_capped)
+        assert r.returncode == 0, r.stdout[-3000:]
+        return
+    from dsconv_cli.torch_backend import timing
+
+    warned: list[str] = []
+    fresh = timing.Calibration("k", 1e3, tuple((s, 1e3, 1e3) for s in timing.CAL_SIZES), 0.05)
+    monkeypatch.setattr(timing, "calibrate", lambda *a, **k: fresh)
+    for target in ("/dev/zero", str(_fifo(tmp_path, "cache-fifo"))):
+        cache = tmp_path / "cache"
+        cache.mkdir(exist_ok=True)
+        link = cache / "calibration.json"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+        monkeypatch.setenv("DSCONV_CACHE_DIR", str(cache))
+        t0 = time.perf_counter()
+        cal = timing.load_calibration(torch.device("cpu"), "fp32", 1, on_warn=warned.append)
+        assert time.perf_counter() - t0 < 10 and cal.peak_gflops == fresh.peak_gflops
+        assert "not a regular file" in warned[-1], warned
+
+
+def test_step_summary_fifo_never_blocks(tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path, "summary")
+    c = cfg(tmp_path, "cases:\n  - name: a\n    layer: {in: 8, hw: 8}\n    budget: "
+                      "{max_params: 1}\n  - name: b\n    nope: 1\n")  # exit 2: a summary line
+    exe = Path(sys.executable).parent / "dsconv"
+    r = subprocess.run([str(exe), "profile", str(c), "--dry-run"], capture_output=True,
+                       text=True, timeout=60,
+                       env={**os.environ, "GITHUB_STEP_SUMMARY": str(fifo)})
+    assert r.returncode == 2 and "GITHUB_STEP_SUMMARY" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ 4. memory before forwards
+
+def test_fallback_forward_on_zeros_gets_the_memory_estimate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsconv_cli.torch_backend import counting
+
+    monkeypatch.setattr(counting, "free_memory", lambda: 300_000_000)  # 300 MB free
+    t0 = time.perf_counter()
+    # the input (3 MB) fits a tenth of that; the conv's output (266 MB) does not fit 80%
+    err = one_line(run("compare", "--arch", "tests.test_hostile:WideDataDependent",
+                       "--input-shape", "1,3,512,512"))
+    assert "--input-shape" in err and "GB" in err and time.perf_counter() - t0 < 30
+
+
+# ------------------------------------------------------------------ 5. signals
+
+def test_keyboard_interrupt_from_a_forward_is_that_case_s_error(tmp_path: Path) -> None:
+    torch.save(RaisesKeyboardInterrupt().state_dict(), tmp_path / "m.pt")
+    c = cfg(tmp_path, "timing: {min_time: 0.01, warmup: 1}\ncases:\n  - name: ki\n    "
+                      "model: {path: m.pt, input_shape: [1, 3, 8, 8], arch: "
+                      "'tests.test_hostile:RaisesKeyboardInterrupt'}\n  - name: later\n"
+                      "    layer: {in: 8, hw: 8}\n")
+    rep = tmp_path / "r.json"
+    r = run("profile", c, "--trust-code", "--report", rep)
+    assert r.exit_code == 1, (r.exit_code, r.stderr)
+    cases = {c["name"]: c for c in json.loads(rep.read_text())["cases"]}
+    assert cases["ki"]["verdict"] == "error" and "KeyboardInterrupt" in cases["ki"]["error"]
+    assert cases["later"]["measured"]["median_ms"] > 0  # the suite went on
+    err = one_line(run("compare", "--arch", "tests.test_hostile:RaisesKeyboardInterrupt",
+                       "--input-shape", "1,3,8,8"))
+    assert "KeyboardInterrupt" in err
+
+
+def _sigterm_second_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> None:
+    import signal
+
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def test_sigterm_during_profile_and_measure_is_143(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsconv_cli.services import compare as svc_compare
+    from dsconv_cli.services import profile as svc_profile
+
+    _sigterm_second_call(monkeypatch, svc_profile, "_run_case")
+    c = cfg(tmp_path, "timing: {min_time: 0.01, warmup: 1}\ncases:\n  - name: a\n    layer: "
+                      "{in: 8, hw: 8}\n  - name: b\n    layer: {in: 16, hw: 8}\n")
+    r = run("profile", c)
+    assert r.exit_code == 143 and "interrupted" in r.stderr, (r.exit_code, r.stderr)
+    _sigterm_second_call(monkeypatch, svc_compare, "measure_layer")
+    r = run("compare", "--in", "8,16", "--hw", "8", "--measure", *FAST)
+    assert r.exit_code == 143 and "interrupted" in r.stderr, (r.exit_code, r.stderr)
+
+
+# ------------------------------------------------------------------ 6. internal errors
+
+@pytest.mark.parametrize("args", [
+    ("compare", "--arch", "tests.test_hostile:deep_sequential", "--input-shape", "1,3,4,4"),
+    ("compare", "--arch", "tests.test_hostile:raises_base_exception", "--input-shape",
+     "1,3,4,4"),
+    ("compare", "--arch", "tests.test_hostile:raises_generator_exit", "--input-shape",
+     "1,3,4,4"),
+    ("compare", "--arch", "tests.test_hostile:half_net", "--input-shape", "1,32,8,8",
+     "--arch-kwargs", '{"a":' * 20000 + "1" + "}" * 20000),
+    ("compare", "--arch", "tests.test_hostile:zero_channel_conv", "--input-shape", "1,3,4,4",
+     "--measure", *FAST),
+])
+def test_user_code_and_deep_inputs_are_one_line(args: tuple[str, ...]) -> None:
+    err = one_line(run(*args))
+    assert "internal error" not in err and len(err) < 400, err
+
+
+def test_bad_seed_and_long_names_are_one_line(tmp_path: Path) -> None:
+    sd = _sd(tmp_path)
+    base = ("convert", sd, "--arch", "tests.models:small_resnet")
+    assert "--seed" in one_line(run(*base, "--dry-run", "--seed", str(1 << 64)))
+    long_name = tmp_path / ("a" * 300 + ".pt")
+    assert "too long" in one_line(run(*base, "-o", long_name))
+    assert "too long" in one_line(run(*base, "-o", tmp_path / ("b" * 240 + ".pt")))
+
+
+def _shell(cmd: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "dsconv"
+    return subprocess.run(["bash", "-c", cmd.replace("dsconv", str(exe), 1)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_closed_full_and_missing_stdout() -> None:
+    sweep = ",".join(str(i) for i in range(8, 208))  # 400 cases: more than a pipe holds
+    r = _shell(f"dsconv compare --in {sweep} --hw 4,8 --max-cases 1000 --format csv "
+               "| head -c 1 >/dev/null; exit ${PIPESTATUS[0]}")
+    assert r.returncode in (0, 141) and r.stderr == "", (r.returncode, r.stderr)
+    r = _shell("dsconv compare --in 8 --hw 4 >/dev/full")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "Error: stdout: cannot be written (No space left on device)"], r.stderr
+    r = _shell("dsconv compare --in 8 --hw 4 >&-")
+    assert r.returncode == 2 and r.stderr.startswith("Error: stdout is closed"), r.stderr
+
+
+# ------------------------------------------------------------------ 7. fp16 / fp64 models
+
+@pytest.mark.parametrize("builder", ["half_net", "double_net"])
+def test_compare_counts_fp16_and_fp64_models(builder: str) -> None:
+    r = run("compare", "--arch", f"tests.test_hostile:{builder}", "--input-shape", "1,32,8,8",
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    case = json.loads(r.stdout)["cases"][0]
+    assert case["totals"]["macs"] == 32 * 32 * 9 * 6 * 6  # Cin·Cout·K²·Hout·Wout, by hand
+
+
+# ------------------------------------------------------------------ 8. options that modify
+
+def test_vs_arch_without_vs_is_a_usage_error() -> None:
+    for opt, value in (("--vs-arch", "tests.models:small_resnet"),
+                       ("--vs-arch-kwargs", '{"classes": 10}')):
+        err = one_line(run("compare", "--arch", "tests.models:small_resnet", "--input-shape",
+                           "1,3,32,32", opt, value))
+        assert opt in err and "--vs" in err
+
+
+# ------------------------------------------------------------------ 9. true titles, messages
+
+def test_a_real_run_is_never_titled_a_dry_run() -> None:
+    from dsconv_cli.render import OutputFormat, profile_view, render_text
+    from dsconv_cli.results import envelope
+
+    for extra in ({}, {"interrupted": True}):  # an empty shard; interrupted before a case
+        env = envelope([], environment={"device": "cpu"},
+                       summary={"cases": 0, "failed": 0, "passed": 0}, **extra)
+        assert "dry run" not in render_text(env, OutputFormat.markdown, profile_view)
+    dry = envelope([], dry_run=True)
+    assert "dry run" in render_text(dry, OutputFormat.markdown, profile_view)
+
+
+def test_load_errors_never_advise_unsafe_loading(tmp_path: Path) -> None:
+    import pickle
+
+    zeros = tmp_path / "zeros.pt"
+    with open(zeros, "wb") as f:
+        f.truncate(50_000_000)  # a sparse file of zeros
+    err = one_line(run("compare", "--model", zeros, "--input-shape", "1,3,8,8"))
+    assert "weights_only" not in err and "likely succeed" not in err and "not a torch" in err
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Evil(), protocol=2))
+    err = one_line(run("compare", "--model", evil, "--input-shape", "1,3,8,8",
+                       "--trust-pickle"))
+    assert "blocks as unsafe" in err and "system" in err and "not a torch file" not in err
+    assert "likely succeed" not in err and not (tmp_path / "PWNED").exists()
+
+
+def test_messages_are_whole_and_true(tmp_path: Path) -> None:
+    from dsconv_cli.errors import describe
+
+    wrapped = RuntimeError("Exporting the operator 'aten::foo' to ONNX opset 17 is not\n"
+                           "supported. Please open an issue.")
+    assert describe(wrapped) == ("RuntimeError: Exporting the operator 'aten::foo' to ONNX "
+                                 "opset 17 is not supported. Please open an issue.")
+    garbage = tmp_path / "c.pt"  # random bytes are not "pickled objects"
+    garbage.write_bytes(b"garbage")
+    sd = _sd(tmp_path)
+    err = one_line(run("convert", sd, "--arch", "tests.models:small_resnet", "--dry-run",
+                       "--calibration-data", garbage))
+    assert "not a tensor file" in err and "pickled" not in err and "weights_only" not in err
+
+
+# ------------------------------------------------------------------ 10. what cannot be contained
+
+def test_security_note_and_no_thread_keeps_dsconv_alive() -> None:
+    import threading
+
+    text = (ROOT / "README.md").read_text()
+    assert "os._exit" in text and "atexit" in text and "container" in text
+    r = run("compare", "--in", "8", "--hw", "4", "--measure", *FAST)
+    assert r.exit_code in (0, 1), r.stderr
+    alive = [t for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon]
+    assert alive == [], alive

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ from typer.testing import CliRunner
 from dsconv_cli.cli import app
 from dsconv_cli.results import BlockStats
 from dsconv_cli.services import compare as compare_service
+from dsconv_cli.torch_backend import timing
 from dsconv_cli.torch_backend.timing import (
+    CAL_SIZES,
     Calibration,
+    calibration_key,
     load_calibration,
     roofline,
     time_call,
@@ -57,27 +61,116 @@ def test_roofline_bound_and_flag() -> None:
     assert cal.gbps_for(2 << 30) == 5.0
 
 
+GOOD = Calibration("k", 80.0, tuple((s, 20.0, 25.0) for s in CAL_SIZES), 0.05)
+BUSY = Calibration("k", 31.6, tuple((s, 0.19, 0.19) for s in CAL_SIZES), 4.8)
+
+
+def fake_calibrations(monkeypatch: pytest.MonkeyPatch, *cals: Calibration) -> list[int]:
+    """``_calibrate_once`` returns ``cals`` in turn (the last one from then on), keyed
+    like the real one; the list counts the calls."""
+    calls: list[int] = []
+
+    def once(device: Any, dtype: str, threads: int | None) -> Calibration:
+        calls.append(1)
+        c = cals[min(len(calls), len(cals)) - 1]
+        return dataclasses.replace(c, key=calibration_key(device, dtype, threads))
+
+    monkeypatch.setattr(timing, "_calibrate_once", once)
+    return calls
+
+
+def test_a_real_calibration_is_sane() -> None:
+    cal = timing._calibrate_once(torch.device("cpu"), "fp32", 1)
+    assert cal.peak_gflops > 0 and all(c > 0 and r > 0 for _, c, r in cal.bandwidth)
+    assert [s for s, _, _ in cal.bandwidth] == list(CAL_SIZES) and cal.spread >= 0
+    assert "threads 1" in cal.key and "fp32" in cal.key
+
+
 def test_calibration_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSCONV_CACHE_DIR", str(tmp_path))
+    calls = fake_calibrations(monkeypatch, GOOD)
     cpu = torch.device("cpu")
     a = load_calibration(cpu, "fp32", 1)
-    assert a.peak_gflops > 0 and all(c > 0 and r > 0 for _, c, r in a.bandwidth)
     data = json.loads((tmp_path / "calibration.json").read_text())
     assert a.key in data and "threads 1" in a.key and "fp32" in a.key
     b = load_calibration(cpu, "fp32", 1)
-    assert b == a  # from the cache, not re-measured
-    # a damaged, foreign or implausible cache is recalibrated with one warning, and the
-    # fresh figures are written back
-    implausible = {a.key: {"peak_gflops": a.peak_gflops,
-                           "bandwidth": [[s, 0.07, 0.07] for s, _, _ in a.bandwidth]}}
-    for bad in ("{broken", "[1, 2]", json.dumps({a.key: []}), json.dumps(implausible)):
+    assert b == a and len(calls) == 1  # from the cache, not re-measured
+    # a damaged, foreign or implausible cache (floors, spread) is recalibrated with one
+    # warning, and the fresh figures are written back
+    low_bw = {a.key: {"peak_gflops": a.peak_gflops,
+                      "bandwidth": [[s, 0.07, 0.07] for s, _, _ in a.bandwidth]}}
+    spread = {a.key: {"peak_gflops": a.peak_gflops, "spread": 4.8,
+                      "bandwidth": [list(x) for x in a.bandwidth]}}
+    for bad in ("{broken", "[1, 2]", json.dumps({a.key: []}), json.dumps(low_bw),
+                json.dumps(spread)):
         (tmp_path / "calibration.json").write_text(bad)
         warned: list[str] = []
         c = load_calibration(cpu, "fp32", 1, on_warn=warned.append)
         assert "recalibrating" in warned[0], (bad, warned)  # said once, first
-        assert c.implausible() is None and min(max(cp, r) for _, cp, r in c.bandwidth) > 0.5
+        assert c == a
         stored = json.loads((tmp_path / "calibration.json").read_text())[a.key]
-        assert stored["peak_gflops"] == c.peak_gflops
+        assert stored["spread"] == a.spread and stored["bandwidth"][0][1] == 20.0
+
+
+def test_an_implausible_calibration_is_never_cached(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSCONV_CACHE_DIR", str(tmp_path))
+    calls = fake_calibrations(monkeypatch, BUSY)
+    warned: list[str] = []
+    cal = load_calibration(torch.device("cpu"), "fp32", 1, on_warn=warned.append)
+    assert cal.implausible() and len(calls) == timing.CAL_ATTEMPTS
+    assert "Not cached" in warned[-1] and not (tmp_path / "calibration.json").exists()
+    # the spread alone makes it implausible (a busy machine), even above the floors
+    assert "spread" in (dataclasses.replace(GOOD, spread=4.8).implausible() or "")
+    assert dataclasses.replace(GOOD, spread=0.9).implausible() is None
+
+
+def _session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: Calibration,
+             *fresh: Calibration) -> tuple[Any, list[int], list[str]]:
+    """A session whose cache holds ``cached``; recalibrating yields ``fresh``."""
+    from dsconv_cli.options import MeasureOptions
+    from dsconv_cli.torch_backend.measure import open_session
+
+    monkeypatch.setenv("DSCONV_CACHE_DIR", str(tmp_path))
+    key = calibration_key(torch.device("cpu"), "fp32", 1)
+    (tmp_path / "calibration.json").write_text(json.dumps({key: {
+        "peak_gflops": cached.peak_gflops, "spread": cached.spread,
+        "bandwidth": [list(b) for b in cached.bandwidth]}}))
+    calls = fake_calibrations(monkeypatch, *fresh)
+    warned: list[str] = []
+    s = open_session(MeasureOptions(threads=1, min_time=0.01, warmup=1),
+                     on_warn=warned.append)
+    return s, calls, warned
+
+
+# plausible, but far below what any machine does with a 64-channel 3x3 conv (~75 MFLOP)
+SLOW = Calibration("k", 1.5, tuple((s, 0.6, 0.6) for s in CAL_SIZES), 0.05)
+FASTEST = Calibration("k", 1e5, tuple((s, 1e5, 1e5) for s in CAL_SIZES), 0.05)
+
+
+def test_above_the_roofline_recalibrates_once_and_rejudges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsconv_cli.torch_backend.counting import model_cost
+    from dsconv_cli.torch_backend.measure import measure_module
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
+    shape = (1, 64, 32, 32)
+    cost = model_cost(conv, shape, 4)
+    # the cached calibration was taken on a busy machine: the conv beats it; the fresh one
+    # explains the measurement, which is judged again and not flagged
+    s, calls, warned = _session(tmp_path, monkeypatch, SLOW, FASTEST)
+    m, _ = measure_module(lambda: conv, shape, cost, s)
+    assert len(calls) == 1 and s.recalibrated and s.calibration.peak_gflops == 1e5
+    assert m.roofline_fraction < 1 and not (m.flag and "exceeds" in m.flag)
+    assert s.environment["calibration"]["peak_gflops"] == 1e5 and "recalibrating" in warned[0]
+    # still above after the fresh calibration: flagged implausible, never explained away,
+    # and the calibration is redone once per run, not per measurement
+    s, calls, _ = _session(tmp_path, monkeypatch, SLOW, SLOW)
+    for _ in range(2):
+        m, _ = measure_module(lambda: conv, shape, cost, s)
+        assert m.roofline_fraction > 1.05 and m.flag and "implausible" in m.flag
+        assert "cache" not in m.flag
+    assert len(calls) == 1
 
 
 def _measured(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,3 +291,24 @@ def test_cuda_half_precision(dtype: str) -> None:
     r = runner.invoke(app, ["compare", "--in", "64", "--hw", "28", "--measure", "--json",
                             "--device", "cuda", "--dtype", dtype, *FAST])
     assert r.exit_code == 0, r.stderr
+
+
+def test_sequential_ab_adds_rounds_until_settled_or_the_cap() -> None:
+    from dsconv_cli.torch_backend.timing import AB_STEP, ab_time
+
+    x = torch.randn(64)
+    seen: list[int] = []
+
+    def enough(a: list[float], b: list[float]) -> bool:
+        assert len(a) == len(b)
+        seen.append(len(a))
+        return len(a) >= 20
+
+    kw: dict[str, Any] = {"min_time": 0.01, "rounds": 10, "warmup": 1, "threads": 1}
+    a, b = ab_time(x.sum, x.mean, torch.device("cpu"), until=enough, time_cap=60, **kw)
+    assert seen == [10, 10 + AB_STEP, 10 + 2 * AB_STEP] and a.runs == b.runs == 20
+    seen.clear()  # the cap is reached at once: no round added
+    a, _ = ab_time(x.sum, x.mean, torch.device("cpu"), until=enough, time_cap=0, **kw)
+    assert seen == [] and a.runs == 10
+    a, _ = ab_time(x.sum, x.mean, torch.device("cpu"), **kw)  # not sequential
+    assert a.runs == 10

@@ -1,90 +1,166 @@
-"""Every `dsconv` command line in the README runs, as written, in a folder holding the files
-it names (Typer's docs_src idea): an example that rots fails here."""
+"""The README as a user follows it (Typer's docs_src idea): an example that rots fails here.
+
+- Every shell line of the README's ``bash`` blocks runs, in order, in a folder that starts
+  empty: the README's own setup lines (``python examples/make_files.py demo && cd demo``)
+  make the files later commands name, so an example whose file the README never makes
+  fails.
+- Every output block (a ```text fence) is generated, never typed: it follows an
+  ``<!-- output: COMMAND -->`` line, COMMAND is one of the README's commands, and the block
+  is that command's section of benchmarks/results/readme_outputs.txt, verbatim. The
+  analytic (untimed, deterministic) ones are run again here and must still print exactly
+  the block. Regenerate with ``python benchmarks/readme_outputs.py`` (``--analytic`` for
+  the fast ones), which also rewrites the README's blocks.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
-import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from dsconv_cli.cli import app
-from dsconv_cli.presets import get_preset
-from dsconv_cli.torch_backend.build import build_preset
-
-from .models import small_resnet
-from .test_profile import build_conversion_model
 
 ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
 runner = CliRunner()
 
 
-def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    out = []
+def _outputs_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("readme_outputs",
+                                                  ROOT / "benchmarks" / "readme_outputs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+OUTPUTS = _outputs_script()
+#: lines that install or test the project itself: not run here
+NOT_RUN = ("bash scripts/bootstrap.sh", ".venv/bin/python -m pytest")
+
+
+def shell_steps(text: str) -> list[tuple[str, str]]:
+    """(folder, step) for every step of the README's bash blocks, in order. ``folder`` is
+    where the step runs, relative to the starting one (``cd`` steps change it); a step is
+    ``dsconv ...`` (a command), ``python ...`` or ``cd ...`` (setup)."""
+    steps, folder = [], ""
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            for prefix in (".venv/bin/dsconv ", "dsconv "):
-                if line.startswith(prefix):
-                    out.append("dsconv " + line[len(prefix):])
-                    break
-    return out
+            for part in line.split(" && "):
+                step = " ".join(part.split())
+                if not step or step.startswith("#") or step in NOT_RUN:
+                    continue
+                if step.startswith(".venv/bin/dsconv "):
+                    step = step.removeprefix(".venv/bin/")
+                steps.append((folder, step))
+                if step.startswith("cd "):
+                    folder = str(Path(folder) / shlex.split(step)[1])
+    return steps
 
 
-COMMANDS = readme_commands()
-#: lines whose outcome depends on this machine's speed: a regression against a baseline
-#: saved a moment ago may be called on a noisy runner (exit 1), never a usage error
-TIMING_DEPENDENT = ("--baseline",)
+STEPS = shell_steps(README)
+COMMANDS = [(d, s) for d, s in STEPS if s.startswith("dsconv ")]
+SETUP = [(d, s) for d, s in STEPS if not s.startswith("dsconv ")]
 
 
-def test_the_readme_has_commands() -> None:
-    assert len(COMMANDS) >= 25 and all(c.startswith("dsconv ") for c in COMMANDS)
+def timing_dependent(line: str) -> bool:
+    """A line whose outcome depends on this machine's speed: a measured budget (a profile
+    that measures) or a regression against a baseline saved a moment ago may fail on a
+    loaded runner (exit 1), never with a usage error."""
+    measures = line.startswith("dsconv profile ") and not any(
+        flag in line for flag in ("--dry-run", "--schema", "--merge"))
+    return measures or "--baseline" in line
+
+
+def test_the_readme_has_commands_and_nothing_else() -> None:
+    assert len(COMMANDS) >= 20
+    unknown = [s for _, s in SETUP if not s.startswith(("python ", "cd "))]
+    assert not unknown, f"README shell lines this test cannot run: {unknown}"
+    assert any(s.startswith("python examples/make_files.py") for _, s in SETUP)
 
 
 @pytest.fixture(scope="module")
-def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with every file the README's commands name."""
-    d = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT / "configs", d / "configs")
-    build_conversion_model(d / "configs")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tiny_resnet",
-                                                  d / "configs/models/tiny_resnet.py")
-    assert spec and spec.loader
-    tiny = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tiny)
-    torch.manual_seed(0)
-    torch.save(small_resnet(), d / "model.pt")  # a pickled module (tests.models)
-    torch.save(tiny.build(classes=10).state_dict(), d / "tiny.pt")
-    torch.save({"model_state": tiny.build(classes=10).state_dict(), "epoch": 3}, d / "ckpt.pt")
-    torch.save(build_preset(get_preset("mobilenet_v2", classes=10)).state_dict(), d / "mnv2.pt")
-    g = torch.Generator().manual_seed(0)
-    torch.save(torch.randn(64, 3, 32, 32, generator=g), d / "calib.pt")
-    import numpy as np
-
-    np.save(d / "held_out.npy", torch.randn(64, 3, 32, 32, generator=g).numpy())
-    return d
+def start(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty folder, after the README's setup lines ran there (a user at the repository
+    root: ``python examples/...`` is the repository's script, its files land here)."""
+    root = tmp_path_factory.mktemp("readme")
+    for folder, step in SETUP:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        if step.startswith("cd "):
+            continue
+        args = shlex.split(step)[1:]
+        script = ROOT / args[0]
+        assert script.is_file(), f"{step}: no {args[0]} in the repository"
+        subprocess.run([sys.executable, str(script), *args[1:]], cwd=root / folder,
+                       check=True, capture_output=True, timeout=600)
+    return root
 
 
-@pytest.mark.parametrize("line", COMMANDS)
-def test_readme_command_runs(line: str, docs_dir: Path, monkeypatch: pytest.MonkeyPatch
-                             ) -> None:
+@pytest.mark.parametrize(("folder", "line"), COMMANDS, ids=[c for _, c in COMMANDS])
+def test_readme_command_runs(folder: str, line: str, start: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     if "--device cuda" in line and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    monkeypatch.chdir(docs_dir)
+    monkeypatch.chdir(start / folder)
     redirect = None
     if " > " in line:
         line, redirect = (s.strip() for s in line.split(" > ", 1))
     args = shlex.split(line, comments=True)[1:]
     r = runner.invoke(app, args)
-    ok = {0, 1} if any(t in line for t in TIMING_DEPENDENT) else {0}
+    ok = {0, 1} if timing_dependent(line) else {0}
     assert r.exit_code in ok, f"{line}\n{r.stdout}\n{r.stderr}"
     assert "Error:" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     if redirect:
-        (docs_dir / redirect).write_text(r.stdout)
+        (start / folder / redirect).write_text(r.stdout)
+
+
+# ------------------------------------------------------------ generated output blocks
+
+BLOCKS = OUTPUTS.readme_blocks(README)
+SECTIONS = OUTPUTS.sections(OUTPUTS.RESULT.read_text()) if OUTPUTS.RESULT.exists() else {}
+ANALYTIC = [(c, b) for c, b in BLOCKS if c in OUTPUTS.ANALYTIC]
+
+
+def test_every_output_block_is_generated() -> None:
+    assert BLOCKS, "the README shows no output"
+    assert README.count("```text\n") == len(BLOCKS), (
+        "a ```text block without an `<!-- output: COMMAND -->` line before it: README "
+        "output blocks are generated by benchmarks/readme_outputs.py, never typed")
+    commands = {" ".join(shlex.split(c, comments=True)) for _, c in COMMANDS}
+    for command, block in BLOCKS:
+        assert command in commands, f"`{command}`: its output is shown, the command is not"
+        assert command in SECTIONS, (f"`{command}` is not in {OUTPUTS.RESULT.name}: run "
+                                     "python benchmarks/readme_outputs.py")
+        assert block == SECTIONS[command][1], (
+            f"the README's output of `{command}` is not the one in {OUTPUTS.RESULT.name}: "
+            "run python benchmarks/readme_outputs.py --analytic")
+
+
+def test_the_timed_outputs_are_timed_and_the_others_analytic() -> None:
+    for command, _ in BLOCKS:
+        kind = "analytic" if command in OUTPUTS.ANALYTIC else "timed"
+        assert command in (*OUTPUTS.ANALYTIC, *OUTPUTS.TIMED), command
+        assert SECTIONS.get(command, (kind,))[0] == kind, command
+        assert (kind == "timed") == ("--measure" in command or (
+            command.startswith("dsconv profile") and "--dry-run" not in command)), command
+
+
+@pytest.fixture(scope="module")
+def fresh_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return OUTPUTS.make_example_folder(tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.mark.parametrize(("command", "block"), ANALYTIC, ids=[c for c, _ in ANALYTIC])
+def test_analytic_output_is_what_the_command_prints_now(command: str, block: str,
+                                                        fresh_examples: Path) -> None:
+    assert OUTPUTS.run(command, fresh_examples) == block, (
+        f"`{command}` prints something else now: run "
+        "python benchmarks/readme_outputs.py --analytic")

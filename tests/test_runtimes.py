@@ -71,7 +71,7 @@ def test_a_runtime_not_installed_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> N
     assert r.exit_code == 2 and "dsconv[onnx]" in r.stderr
     r = runner.invoke(app, ["compare", "--in", "8", "--hw", "4", "--measure", "--runtime",
                             "tpu", *FAST])
-    assert r.exit_code == 2 and "unknown" in r.stderr
+    assert r.exit_code == 2 and "'tpu' is not one of eager, compile, onnxruntime" in r.stderr
 
 
 def test_compile_failure_keeps_the_other_runtimes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,6 +179,12 @@ def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.Monke
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("DSCONV_CACHE_DIR", str(blocker / "sub"))
+    from dsconv_cli.torch_backend import timing
+
+    # a plausible calibration (a loaded machine's implausible one is never written at all)
+    monkeypatch.setattr(timing, "_calibrate_once", lambda d, dt, th: timing.Calibration(
+        timing.calibration_key(d, dt, th), 80.0, tuple((s, 20.0, 20.0) for s in
+                                                       timing.CAL_SIZES)))
     r = invoke("compare", "--in", "8", "--hw", "4", "--measure", *FAST)
     assert r.exit_code == 0
     assert r.stderr.count("cannot be written") == 1

@@ -33,15 +33,18 @@ def torch_counts(module: torch.nn.Module,
 
 
 def interrupt_second_call(monkeypatch: Any, owner: Any, name: str) -> None:
-    """Replace ``owner.name`` so that its second call raises KeyboardInterrupt (Ctrl-C
-    in the middle of a run); the first call runs for real."""
+    """Replace ``owner.name`` so that its second call is interrupted by a real SIGINT
+    (Ctrl-C in the middle of a run: a bare ``KeyboardInterrupt`` would be user code's);
+    the first call runs for real."""
     real = getattr(owner, name)
     calls = {"n": 0}
 
     def wrapped(*a: Any, **k: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt
+            import signal
+
+            signal.raise_signal(signal.SIGINT)
         return real(*a, **k)
 
     monkeypatch.setattr(owner, name, wrapped)

@@ -15,8 +15,19 @@ from typing import Any, TypeVar
 
 import typer
 
-from ..errors import DsconvError, InputError
+from ..errors import (
+    SIGNALS,
+    BackendError,
+    DsconvError,
+    InputError,
+    Terminated,
+    describe,
+    interrupt_exit_code,
+    is_real_interrupt,
+)
+from ..quiet import held_noise, plain
 from ..render import RENDERERS, OutputFormat, View, format_from_path, make_console, render_text
+from ..render.formats import report_extensions
 from ..services import Hooks
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,7 +45,7 @@ def fail(message: str, code: int = 2, hint: str | None = None) -> typer.Exit:
     msg = f"Error: {message}"
     if hint:
         msg += f" (hint: {hint})"
-    print(msg, file=sys.stderr)
+    print(plain(msg), file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -42,53 +53,84 @@ def warn(message: str) -> None:
     print(f"Warning: {message}", file=sys.stderr)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what CI timeouts send), handled like Ctrl-C: work stops, temp files go."""
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C and SIGTERM: remembered (so a ``KeyboardInterrupt`` raised by user code is
+    told apart from the user's own, and SIGTERM exits 143), then raised."""
+    if signum == signal.SIGTERM:
+        raise Terminated()  # records itself
+    SIGNALS.last = signum
+    raise KeyboardInterrupt
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """dsconv's handlers for SIGINT (unless it is ignored, as in a background job) and
+    SIGTERM while a command runs; the previous ones are restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        old[sig] = signal.signal(sig, _on_signal)
+    SIGNALS.armed, SIGNALS.last = True, None
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        SIGNALS.armed = False
 
 
 def handle_errors(fn: F) -> F:
     """The one error path of every command.
 
     - a dsconv error (bad input: exit 2; the environment failed: exit 1) -> one line;
-    - Ctrl-C -> exit 130, SIGTERM -> exit 143, after the command has cleaned up;
+    - Ctrl-C -> exit 130, SIGTERM -> exit 143, after the command has cleaned up; a
+      ``KeyboardInterrupt`` that no signal caused was raised by user code: exit 2;
+    - whatever else user code raises (``GeneratorExit``, a ``BaseException`` of its own,
+      nesting too deep for Python) -> one line, exit 2;
     - anything else is a bug in dsconv: exit 1, "please report", the traceback with --debug.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        old = None
-        if threading.current_thread() is threading.main_thread():
-            old = signal.signal(signal.SIGTERM, _on_sigterm)
-        try:
-            return fn(*args, **kwargs)
-        except DsconvError as e:
-            if STATE.debug:
+        with _signals():
+            try:
+                with held_noise(warn, STATE.debug):  # torch's warnings: one line each
+                    return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError,
+                    SystemExit):  # SystemExit(1): Rich's or click's closed pipe
                 raise
-            raise fail(str(e), e.exit_code, e.hint) from None
-        except Terminated:
-            print("Terminated.", file=sys.stderr)
-            raise typer.Exit(143) from None
-        except KeyboardInterrupt:
-            print("Interrupted.", file=sys.stderr)
-            raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise
-        except Exception as e:
-            if STATE.debug:
-                raise
-            first = str(e).splitlines()[0] if str(e) else ""
-            raise fail(f"internal error in dsconv: {type(e).__name__}: {first}", 1,
-                       hint="this is a bug: please report it with the command line; "
-                       "--debug shows the traceback") from None
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
+            except BaseException as e:
+                if STATE.debug and not isinstance(e, KeyboardInterrupt):
+                    raise
+                raise _exit_for(e) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _exit_for(e: BaseException) -> typer.Exit:
+    """The one line and the exit code for what ended a command."""
+    if isinstance(e, DsconvError):
+        return fail(str(e), e.exit_code, e.hint)
+    if is_real_interrupt(e):
+        code = interrupt_exit_code()
+        print("Terminated." if code == 143 else "Interrupted.", file=sys.stderr)
+        return typer.Exit(code)
+    if isinstance(e, RecursionError):
+        return fail(f"the input is nested too deeply for dsconv ({describe(e)})",
+                    hint="a model or value nested thousands of levels deep")
+    if isinstance(e, MemoryError):
+        return fail("out of memory", 1)
+    if not isinstance(e, Exception):  # dsconv raises none of these: user code did
+        what = "a KeyboardInterrupt that no Ctrl-C caused" if isinstance(
+            e, KeyboardInterrupt) else describe(e)
+        return fail(f"user code raised {what}")
+    return fail(f"internal error in dsconv: {describe(e)}", 1,
+                hint="this is a bug: please report it with the command line; "
+                "--debug shows the traceback")
 
 
 @contextlib.contextmanager
@@ -114,38 +156,73 @@ def status(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def check_reports(reports: list[Path] | None) -> list[tuple[Path, OutputFormat]]:
-    """Validate --report paths before any work is done."""
+def check_reports(reports: list[Path] | None, overwrite: bool = True
+                  ) -> list[tuple[Path, OutputFormat]]:
+    """Validate --report paths before any work is done (``overwrite``: False where the
+    command has ``--force`` and it was not given)."""
     from ..atomic import check_writable
 
     out = []
     for p in reports or []:
         fmt = format_from_path(str(p))
         if fmt is None or not RENDERERS[fmt].file_ok:
-            raise InputError(f"--report {p}: unknown extension; use .json, .csv or .md")
-        check_writable(p, "--report", overwrite=True)
+            raise InputError(f"--report {p}: unknown extension; use {report_extensions()}")
+        check_writable(p, "--report", overwrite=overwrite)
         out.append((p, fmt))
     return out
 
 
-def check_distinct(outputs: list[tuple[str, Path]], inputs: list[tuple[str, Path]]) -> None:
-    """No two outputs of one run, and no output and input, may be the same file."""
-    seen: dict[str, str] = {}
+def _identity(p: Path) -> tuple[str, tuple[int, int] | None]:
+    """A file's resolved path and, when it exists, its (device, inode): a hard link or a
+    bind mount of an input is the input too."""
+    try:
+        st = os.stat(p)
+        ino: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        ino = None
+    return os.path.realpath(p), ino
+
+
+def check_distinct(outputs: list[tuple[str, Path]],
+                   inputs: list[tuple[str, Path | None]]) -> None:
+    """No two outputs of one run, and no output and input, may be the same file (by
+    resolved path or by inode), whatever ``--force`` says. ``None`` inputs are skipped."""
+    seen: dict[Any, str] = {}
     for label, p in inputs:
-        seen[os.path.realpath(p)] = f"the input {label} {p}"
+        if p is None:
+            continue
+        real, ino = _identity(p)
+        seen[real] = f"the input {label} {p}"
+        if ino is not None:
+            seen[ino] = seen[real]
     for label, p in outputs:
-        key = os.path.realpath(p)
-        if key in seen:
-            raise InputError(f"{label} {p}: is also {seen[key]}; give each output its own "
-                             "file")
-        seen[key] = f"{label} {p}"
+        real, ino = _identity(p)
+        clash = seen.get(real) or (seen.get(ino) if ino is not None else None)
+        if clash:
+            raise InputError(f"{label} {p}: is also {clash}; give each output its own file")
+        seen[real] = f"{label} {p}"
+        if ino is not None:
+            seen[ino] = seen[real]
 
 
 def check_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
-    """``--json`` is short for ``--format json``; with another ``--format`` it is a conflict."""
-    if as_json and fmt not in (OutputFormat.table, OutputFormat.json):
+    """``--json`` is short for ``--format json``; with another ``--format`` given (the
+    default table included, when it is written out) it is a conflict."""
+    if as_json and fmt is not OutputFormat.json and (
+            fmt is not OutputFormat.table or _given("fmt")):
         raise InputError(f"--json conflicts with --format {fmt.value}; give one of them")
     return OutputFormat.json if as_json else fmt
+
+
+def _given(param: str) -> bool:
+    """Whether the running command's option ``param`` was given on the command line (not
+    left at its default)."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(param) not in (
+        None, ParameterSource.DEFAULT)
 
 
 def finite(name: str, value: float | None, lo: float = 0.0, hi: float = math.inf,
@@ -162,12 +239,28 @@ def finite(name: str, value: float | None, lo: float = 0.0, hi: float = math.inf
 
 def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
          reports: list[tuple[Path, OutputFormat]]) -> None:
-    """The report to stdout in the chosen format, and to every --report file."""
+    """The report to stdout in the chosen format first, then to every --report file: a
+    full disk loses no output that could be written. A failed write names what failed
+    (stdout or the file) and exits 1, after everything else was written."""
     from ..atomic import write_atomic
 
+    failed: list[str] = []
+    try:
+        RENDERERS[OutputFormat.json if as_json else fmt].write(env, view, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        failed.append(f"stdout: cannot be written ({e.strerror or e})")
     for path, rfmt in reports:
-        write_atomic(path, render_text(env, rfmt, view))
-    RENDERERS[OutputFormat.json if as_json else fmt].write(env, view, sys.stdout)
+        try:
+            write_atomic(path, render_text(env, rfmt, view))
+        except BackendError as e:
+            failed.append(str(e))
+    if failed:
+        more = f" (and {len(failed) - 1} more: {'; '.join(failed[1:])})" if len(
+            failed) > 1 else ""
+        raise BackendError(failed[0] + more)
 
 
 #: the commands' hooks for services: status and warnings on stderr, a progress bar there

@@ -1,29 +1,62 @@
 """``dsconv compare``: a standard conv against a depthwise separable block (or another
-kind), analytically, and with ``--measure`` on real layers."""
+kind), analytically, and with ``--measure`` on real layers; with ``--model`` or ``--arch``,
+whole networks.
+
+The command has three uses: a layer (``--in``...), a preset (``--model NAME``) and a saved
+model or architecture (``--model FILE``, ``--arch``). Every option sits in the help panel of
+the use it applies to, and :func:`check_applies` refuses an option given for another use,
+from the same panels: the help and the checks cannot disagree.
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from ..cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, resolve_layer
-from ..errors import FieldError, InputError
+from ..errors import FieldError, InputError, interrupt_exit_code
+from ..inputs import check_input
 from ..kinds import KINDS
+from ..options import MeasureOptions, parse_input_shape
 from ..presets import PRESETS, get_preset
-from ..render import OutputFormat, compare_view, preset_view
+from ..render import (
+    Layout,
+    OutputFormat,
+    View,
+    bind,
+    compare_view,
+    layout_for,
+    model_view,
+    preset_view,
+)
 from ..results import envelope
 from ..specs import ACTIVATIONS
-from .common import HOOKS, check_format, check_reports, emit, fail, finite, handle_errors
+from .common import (
+    HOOKS,
+    check_distinct,
+    check_format,
+    check_reports,
+    emit,
+    fail,
+    finite,
+    handle_errors,
+)
 from .options import (
+    LOAD,
+    MEASURE,
+    OUTPUT,
+    PICK,
     ArchKwargsOpt,
     ArchOpt,
+    ColumnsOpt,
     Device,
     DeviceOpt,
     Dtype,
-    DtypeOpt,
     ExcludeOpt,
     FormatOpt,
     IncludeOpt,
@@ -38,10 +71,14 @@ from .options import (
     ReportOpt,
     RoundsOpt,
     RuntimeOpt,
+    SortOpt,
     StateDictKeyOpt,
     ThreadsOpt,
+    TopOpt,
     TrustPickleOpt,
     WarmupOpt,
+    WideOpt,
+    measure_options,
     parse_arch_kwargs,
 )
 
@@ -56,11 +93,125 @@ class Versus(str, Enum):
     full_conv = "full-conv"
 
 
+# ------------------------------------------------------------------ help panels = uses
+
 LAYER = "Layer (comma lists sweep)"
-MODEL = "Whole networks (presets, saved models, architectures)"
-NETWORK = "A saved model or --arch"
-BLOCK = "Block kinds"
+BLOCK = "Layer: block kinds"
+SHARED = "Layer or model"
+MODEL = "Model: a preset or a saved model"
+PRESET = "Model: a preset only (--model NAME)"
+NETWORK = "Model: a saved model (--model FILE) or --arch only"
+
+#: the uses of compare, as messages name them
+USES = {"layer": "a layer (--in ...)", "preset": "a preset (--model NAME)",
+        "network": "a saved model (--model FILE) or --arch"}
+_ALL = frozenset(USES)
+#: what the options of each help panel apply to
+PANEL_USES: dict[str, frozenset[str]] = {
+    LAYER: frozenset({"layer"}), BLOCK: frozenset({"layer"}), SHARED: _ALL,
+    MODEL: frozenset({"preset", "network"}), PRESET: frozenset({"preset"}),
+    NETWORK: frozenset({"network"}), LOAD: frozenset({"network"}),
+    PICK: frozenset({"network"}), MEASURE: _ALL, OUTPUT: _ALL,
+}
+#: the one option whose panel is not all it applies to (a layer's and a model's multiplier)
+OPTION_USES = {"depth_multiplier": frozenset({"layer", "network"}),
+               "sort": frozenset({"network"}), "top": frozenset({"network"})}
+
 NumOpt = Optional[str]
+
+
+def _layer(flag: str, help: str, panel: str = LAYER, metavar: str = "INT", *decls: str
+           ) -> Any:
+    """A layer option: text, so that a comma list sweeps; its default (shown in the help)
+    counts only when the option is given (see :func:`given_values`)."""
+    return typer.Option(flag, *decls, metavar=metavar, help=help, rich_help_panel=panel)
+
+
+InOpt = Annotated[NumOpt, _layer("--in", "Input channels (needed for a layer).")]
+OutOpt = Annotated[NumOpt, _layer("--out", "Output channels (default: --in).")]
+KernelOpt = Annotated[str, _layer("--kernel", "Kernel: 3 or 3x5.", LAYER, "SIZE", "-k")]
+HwOpt = Annotated[NumOpt, _layer("--hw", "Input size: 14 or 14x28 (needed for a layer).",
+                                 metavar="SIZE")]
+StrideOpt = Annotated[str, _layer("--stride", "Stride: 1 or 2x1.", metavar="SIZE")]
+PaddingOpt = Annotated[NumOpt, _layer(
+    "--padding", "Padding: 1, 1x2 or 'same' (default: d*(K-1)//2, the size kept at stride "
+    "1).", metavar="PAD")]
+DilationOpt = Annotated[str, _layer("--dilation", "Dilation: 1 or 2x1.", metavar="SIZE")]
+GroupsOpt = Annotated[str, _layer("--groups", "Groups of the standard conv.")]
+BiasOpt = Annotated[bool, typer.Option(
+    "--bias/--no-bias", help="Bias on the standard and the pointwise conv (never on a "
+    "depthwise conv).", rich_help_panel=LAYER)]
+MaxCasesOpt = Annotated[int, typer.Option(help="Cap on sweep cases.", rich_help_panel=LAYER)]
+KindOpt = Annotated[Kind, typer.Option(
+    metavar="KIND", help="Candidate block: "
+    + "; ".join(f"{k}: {e.help}" for k, e in KINDS.items()) + ".", rich_help_panel=BLOCK)]
+ExpansionOpt = Annotated[str, _layer(
+    "--expansion", "inverted-residual, mbconv: expanded = round(in * ratio).", BLOCK,
+    "FLOAT")]
+ExpandedOpt = Annotated[NumOpt, _layer(
+    "--expanded-channels", "inverted-residual, mbconv: expanded channels, given directly.",
+    BLOCK)]
+SeOpt = Annotated[bool, typer.Option(
+    "--se/--no-se", help="mbconv: squeeze-excitation.", rich_help_panel=BLOCK)]
+SqueezeOpt = Annotated[NumOpt, _layer(
+    "--squeeze-channels", "mbconv: SE squeeze channels (default: make_divisible(expanded / "
+    "4)).", BLOCK)]
+ActivationOpt = Annotated[Optional[Activation], typer.Option(
+    metavar="NAME", help="inverted-residual, mbconv: the activation, "
+    + ", ".join(ACTIVATIONS) + " (default: relu6, hswish).", rich_help_panel=BLOCK)]
+EcaKOpt = Annotated[NumOpt, _layer("--eca-k", "eca: kernel size (default: adaptive, from "
+                                   "the channel count).", BLOCK)]
+BatchOpt = Annotated[str, _layer("--batch", "Batch size; counts are per batch (for a "
+                                 "model: overrides --input-shape's first size).", SHARED)]
+DtypeOpt = Annotated[Dtype, typer.Option(
+    "--dtype", help="Element type: sizes the bytes moved; measured layers run in it (int8 "
+    "is analytic only).", rich_help_panel=SHARED)]
+DepthMultOpt = Annotated[str, _layer(
+    "--depth-multiplier", "Depthwise filters per input channel (separable layers; a model's "
+    "convs, as convert).", SHARED)]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    metavar="NAME|FILE", help="A whole network: a preset (" + ", ".join(PRESETS) + ") or a "
+    "saved model file (loaded as convert loads it).", rich_help_panel=MODEL)]
+VsOpt = Annotated[Optional[str], typer.Option(
+    "--vs", metavar="NAME|FILE", help="A preset: full-conv (every depthwise+pointwise pair "
+    "replaced by a dense conv). A saved model: ds (converted in memory), a preset name, or a "
+    "model FILE (loaded like --model; a state_dict needs --vs-arch): per-layer differences "
+    "and, with --measure, an interleaved A/B.", rich_help_panel=MODEL)]
+WidthOpt = Annotated[float, typer.Option(
+    help="Width multiplier (alpha).", rich_help_panel=PRESET)]
+ResolutionOpt = Annotated[int, typer.Option(
+    help="Input resolution.", rich_help_panel=PRESET)]
+ClassesOpt = Annotated[int, typer.Option(
+    help="Classifier classes.", rich_help_panel=PRESET)]
+PerLayerOpt = Annotated[bool, typer.Option(
+    "--per-layer", help="List every layer.", rich_help_panel=PRESET)]
+DepthOpt = Annotated[int, typer.Option(
+    "--depth", help="Module depth shown in the table.", rich_help_panel=NETWORK)]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Exit 1 if any op of the model is uncounted.", rich_help_panel=NETWORK)]
+VsArchOpt = Annotated[Optional[str], typer.Option(
+    "--vs-arch", metavar="CALLABLE", help="Builds --vs FILE when it holds a state_dict.",
+    rich_help_panel=NETWORK)]
+VsArchKwargsOpt = Annotated[Optional[str], typer.Option(
+    "--vs-arch-kwargs", metavar="JSON", help="JSON keyword arguments for --vs-arch.",
+    rich_help_panel=NETWORK)]
+MeasureOpt = Annotated[bool, typer.Option(
+    "--measure", help="Time real layers with PyTorch (imports torch).",
+    rich_help_panel=MEASURE)]
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the report goes: stdout in one format, and every ``--report`` file."""
+
+    fmt: OutputFormat
+    as_json: bool
+    reports: list[tuple[Path, OutputFormat]]
+    #: --wide, --columns, --sort, --top
+    layout: Layout = Layout()
+
+    def emit(self, env: dict[str, Any], view: View) -> None:
+        emit(env, bind(view, self.layout), self.fmt, self.as_json, self.reports)
 
 
 def option_name(field: str) -> str:
@@ -89,93 +240,47 @@ def build_cases(values: dict[str, Any], dtype: str, max_cases: int) -> list[Laye
 
 @handle_errors
 def compare(
-    in_: Annotated[NumOpt, typer.Option("--in", help="Input channels.",
-                                        rich_help_panel=LAYER)] = None,
-    out: Annotated[NumOpt, typer.Option(help="Output channels (default: --in).",
-                                        rich_help_panel=LAYER)] = None,
-    kernel: Annotated[NumOpt, typer.Option("--kernel", "-k", help="Kernel: 3 or 3x5.",
-                                           rich_help_panel=LAYER)] = None,
-    hw: Annotated[NumOpt, typer.Option(help="Input size: 14 or 14x28.",
-                                       rich_help_panel=LAYER)] = None,
-    stride: Annotated[NumOpt, typer.Option(help="Stride: 1 or 2x1.",
-                                           rich_help_panel=LAYER)] = None,
-    padding: Annotated[NumOpt, typer.Option(
-        help="Padding: 1, 1x2 or 'same' (default d*(K-1)//2).", rich_help_panel=LAYER)] = None,
-    dilation: Annotated[NumOpt, typer.Option(help="Dilation: 1 or 2x1.",
-                                             rich_help_panel=LAYER)] = None,
-    groups: Annotated[NumOpt, typer.Option(help="Groups of the standard conv.",
-                                           rich_help_panel=LAYER)] = None,
-    bias: Annotated[Optional[bool], typer.Option(
-        "--bias/--no-bias", help="Bias on the standard and the pointwise conv "
-        "(never on a depthwise conv). Default: no bias.", rich_help_panel=LAYER)] = None,
-    batch: Annotated[NumOpt, typer.Option(help="Batch size; counts are per batch.",
-                                          rich_help_panel=LAYER)] = None,
+    ctx: typer.Context,
+    in_: InOpt = None,
+    out: OutOpt = None,
+    kernel: KernelOpt = "3",
+    hw: HwOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = None,
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = "1",
+    bias: BiasOpt = False,
+    max_cases: MaxCasesOpt = MAX_CASES,
+    kind: KindOpt = Kind.separable,  # type: ignore[attr-defined]
+    expansion: ExpansionOpt = "6",
+    expanded_channels: ExpandedOpt = None,
+    se: SeOpt = True,
+    squeeze_channels: SqueezeOpt = None,
+    activation: ActivationOpt = None,
+    eca_k: EcaKOpt = None,
+    batch: BatchOpt = "1",
     dtype: DtypeOpt = Dtype.fp32,
-    kind: Annotated[Kind, typer.Option(
-        help="Candidate block kind: " + "; ".join(f"{k}: {e.help}" for k, e in KINDS.items())
-        + ".", rich_help_panel=BLOCK)] = Kind.separable,  # type: ignore[attr-defined]
-    depth_multiplier: Annotated[NumOpt, typer.Option(
-        help="separable: depthwise output channels per input channel.",
-        rich_help_panel=BLOCK)] = None,
-    expansion: Annotated[NumOpt, typer.Option(
-        help="inverted-residual/mbconv: expanded = round(in * ratio); default 6.",
-        rich_help_panel=BLOCK)] = None,
-    expanded_channels: Annotated[NumOpt, typer.Option(
-        help="inverted-residual/mbconv: expanded channels, given directly.",
-        rich_help_panel=BLOCK)] = None,
-    se: Annotated[Optional[bool], typer.Option(
-        "--se/--no-se", help="mbconv: squeeze-excitation (default on).",
-        rich_help_panel=BLOCK)] = None,
-    squeeze_channels: Annotated[NumOpt, typer.Option(
-        help="mbconv: SE squeeze channels (default make_divisible(expanded/4)).",
-        rich_help_panel=BLOCK)] = None,
-    activation: Annotated[Optional[Activation], typer.Option(
-        help="inverted-residual/mbconv activation (default relu6 / hswish).",
-        rich_help_panel=BLOCK)] = None,
-    eca_k: Annotated[NumOpt, typer.Option(
-        help="eca: kernel size (default: adaptive, from the channel count).",
-        rich_help_panel=BLOCK)] = None,
-    max_cases: Annotated[int, typer.Option(help="Cap on sweep cases.",
-                                           rich_help_panel=LAYER)] = MAX_CASES,
-    model: Annotated[Optional[str], typer.Option(
-        help="Analyse a whole network: a saved model FILE (loaded as convert loads it) or a "
-        "preset: " + ", ".join(PRESETS) + ".", rich_help_panel=MODEL)] = None,
+    depth_multiplier: DepthMultOpt = "1",
+    model: ModelOpt = None,
+    vs: VsOpt = None,
+    width: WidthOpt = 1.0,
+    resolution: ResolutionOpt = 224,
+    classes: ClassesOpt = 1000,
+    per_layer: PerLayerOpt = False,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
+    input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     state_dict_key: StateDictKeyOpt = None,
     map_location: MapLocationOpt = "cpu",
-    input_shape: InputShapeOpt = None,
-    depth: Annotated[int, typer.Option(
-        "--depth", help="Module depth shown in a model's table.", rich_help_panel=NETWORK)] = 3,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="Exit 1 if any op of the model is uncounted.",
-        rich_help_panel=NETWORK)] = False,
+    depth: DepthOpt = 3,
+    strict: StrictOpt = False,
+    vs_arch: VsArchOpt = None,
+    vs_arch_kwargs: VsArchKwargsOpt = None,
     min_channels: MinChannelsOpt = 32,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
-    width: Annotated[Optional[float], typer.Option(
-        help="Width multiplier (alpha) of --model.", rich_help_panel=MODEL)] = None,
-    resolution: Annotated[Optional[int], typer.Option(
-        help="Input resolution of --model (default 224).", rich_help_panel=MODEL)] = None,
-    classes: Annotated[Optional[int], typer.Option(
-        help="Classifier classes of --model (default 1000).", rich_help_panel=MODEL)] = None,
-    vs: Annotated[Optional[str], typer.Option(
-        "--vs", help="full-conv (presets): every depthwise+pointwise pair replaced by a dense "
-        "conv. For a model: ds (converted in memory), a preset name, or a model FILE (loaded "
-        "like --model; a state_dict needs --vs-arch): per-layer differences and, with "
-        "--measure, an interleaved A/B.", rich_help_panel=MODEL)] = None,
-    vs_arch: Annotated[Optional[str], typer.Option(
-        "--vs-arch", help="Builds --vs FILE when it holds a state_dict.",
-        rich_help_panel=MODEL)] = None,
-    vs_arch_kwargs: Annotated[Optional[str], typer.Option(
-        "--vs-arch-kwargs", help="JSON keyword arguments for --vs-arch.",
-        rich_help_panel=MODEL)] = None,
-    per_layer: Annotated[bool, typer.Option(
-        "--per-layer", help="List every layer of --model.", rich_help_panel=MODEL)] = False,
-    measure: Annotated[bool, typer.Option(
-        "--measure", help="Time real layers with PyTorch (imports torch).",
-        rich_help_panel="Measurement")] = False,
+    measure: MeasureOpt = False,
     device: DeviceOpt = Device.cpu,
     threads: ThreadsOpt = None,
     memory_format: MemoryFormatOpt = MemoryFormat.nchw,
@@ -187,209 +292,210 @@ def compare(
     fmt: FormatOpt = OutputFormat.table,
     as_json: JsonOpt = False,
     report: ReportOpt = None,
+    wide: WideOpt = False,
+    columns: ColumnsOpt = None,
+    sort: SortOpt = None,
+    top: TopOpt = None,
 ) -> None:
     """Standard conv vs depthwise separable (or another block): costs and timings.
 
     Params, MACs, FLOPs, memory traffic and the reductions of a depthwise separable
     block (or inverted residual, MBConv, ECA) against the layer it replaces; with
-    --measure, real layers timed next to the theory; with --model, whole networks.
+    --measure, real layers timed next to the theory; with --model or --arch, whole networks.
 
     Counts: MACs = multiply-accumulates of conv/linear (bias excluded), FLOPs = 2 x MACs.
     """
-    check_format(fmt, as_json)
-    reports = check_reports(report)
+    layout = layout_for([compare_view, preset_view, model_view], wide, columns,
+                        sort.value if sort else None, top, measure)
+    output = Output(check_format(fmt, as_json), as_json, check_reports(report), layout)
     finite("--width", width)
     finite("--min-time", min_time, hi=3600)
+    use = use_of(model, arch)
+    check_applies(ctx, use, measure)
+    params = given_values(ctx)
+    opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
+                            runtime) if measure else None)
+    if use == "network":
+        check_network_options(params, output.reports)
+        return compare_network(network_request(params), strict, opts, recalibrate, output)
+    if use == "preset":
+        return compare_preset(params, dtype, opts, recalibrate, output)
     if max_cases < 1:
-        raise InputError(f"--max-cases must be >= 1, got {max_cases}")
-    model_opts: dict[str, Any] = {"width": width, "resolution": resolution,
-                                  "classes": classes, "vs": vs, "per-layer": per_layer or None}
-    values = {
-        "in": in_, "out": out, "kernel": kernel, "hw": hw, "stride": stride,
-        "padding": padding, "dilation": dilation, "groups": groups, "batch": batch,
-        "depth_multiplier": depth_multiplier, "expansion": expansion,
-        "expanded_channels": expanded_channels, "squeeze_channels": squeeze_channels,
-        "eca_k": eca_k, "kind": kind.value, "bias": bias, "se": se,
-        "activation": activation.value if activation else None,
-    }
-    network: dict[str, Any] = {"--arch-kwargs": arch_kwargs, "--trust-pickle": trust_pickle or None,
-               "--state-dict-key": state_dict_key, "--input-shape": input_shape,
-               "--include": include, "--exclude": exclude}
-    if arch is not None or (model is not None and _looks_like_file(model)):
-        given = [f for f, v in values.items()
-                 if v is not None and f not in ("kind", "batch", "depth_multiplier")]
-        if given or kind is not Kind.separable:  # type: ignore[attr-defined]
-            what = option_name(given[0]) if given else "--kind"
-            raise InputError(f"Invalid value for '{what}': layer options do not apply to a "
-                             "model")
-        preset_only: dict[str, Any] = {"--width": width, "--resolution": resolution,
-                                       "--classes": classes, "--per-layer": per_layer or None}
-        for opt_name, opt_value in preset_only.items():
-            if opt_value is not None:
-                raise InputError(f"Invalid value for '{opt_name}': applies to presets only")
-        if vs == Versus.full_conv.value:
-            raise InputError("Invalid value for '--vs': full-conv applies to presets; a "
-                             "model takes ds, a preset name or a model file")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
-                                runtime)
-                if measure else None)
-        return compare_network(
-            model, arch, arch_kwargs, trust_pickle, state_dict_key, map_location, input_shape,
-            batch, depth_multiplier, min_channels, include, exclude, depth, strict,
-            vs, vs_arch, vs_arch_kwargs, opts, recalibrate, fmt, as_json, reports)
-    for opt_name, opt_value in network.items():
-        if opt_value is not None:
-            raise InputError(f"Invalid value for '{opt_name}': needs --model FILE or --arch")
-    for opt_name, opt_value in {"--vs-arch": vs_arch, "--vs-arch-kwargs": vs_arch_kwargs
-                                }.items():
-        if opt_value is not None:
-            raise InputError(f"Invalid value for '{opt_name}': needs --vs FILE with a model")
-    if model is not None:
-        if vs not in (None, Versus.full_conv.value):
-            raise InputError(f"Invalid value for '--vs': {vs!r}; a preset takes --vs "
-                             "full-conv (ds, presets and files apply to a model)")
-        given = [f for f, v in values.items() if v is not None and f not in ("kind", "batch")]
-        if given or kind is not Kind.separable:  # type: ignore[attr-defined]
-            what = option_name(given[0]) if given else "--kind"
-            raise InputError(f"Invalid value for '{what}': layer options do not apply with "
-                             "--model")
-        opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
-                                runtime)
-                if measure else None)
-        return compare_model(model, width, resolution, classes,
-                             Versus.full_conv if vs else None, per_layer, batch, dtype,
-                             opts, recalibrate, fmt, as_json, reports)
-    for opt_name, opt_value in model_opts.items():
-        if opt_value is not None:
-            raise InputError(f"Invalid value for '--{opt_name}': needs --model")
-    if in_ is None:
-        raise InputError("Missing option '--in' (input channels)",
-                         hint="e.g. dsconv compare --in 256 --out 256 -k 3 --hw 14")
+        raise InputError(f"Invalid value for '--max-cases': must be >= 1, got {max_cases}")
+    values = {field: params[_param(field)] for field in FIELDS}
+    values["kind"] = kind.value
+    values["activation"] = activation.value if activation else None
+    compare_layers(values, dtype, max_cases, opts, recalibrate, output)
+
+
+def _param(field: str) -> str:
+    """The command's parameter name of a layer field (``in`` is a keyword)."""
+    return "in_" if field == "in" else field
+
+
+def given_values(ctx: typer.Context) -> dict[str, Any]:
+    """The command's values, a layer field not given left None: its default (shown in the
+    help) is the kind's to apply, and an option not given never "does not apply"."""
+    layer = {_param(f) for f in FIELDS}
+    return {name: value if name not in layer or _given(ctx, name) else None
+            for name, value in ctx.params.items()}
+
+
+def use_of(model: str | None, arch: str | None) -> str:
+    """Which use of compare the command line asks for: network, preset or layer."""
+    from ..services.analyse import looks_like_file
+
+    if arch is not None or (model is not None and looks_like_file(model)):
+        return "network"
+    return "preset" if model is not None else "layer"
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def check_applies(ctx: typer.Context, use: str, measure: bool) -> None:
+    """Every option given applies to ``use`` (from its help panel), measurement options
+    only with --measure; the first that does not is exit 2, naming what it applies to."""
+    for param in ctx.command.params:
+        if param.name is None or not _given(ctx, param.name):
+            continue
+        panel = getattr(param, "rich_help_panel", None)
+        uses = OPTION_USES.get(param.name, PANEL_USES.get(panel or "", _ALL))
+        flag = param.opts[0]
+        if use not in uses:
+            where = " or ".join(USES[u] for u in USES if u in uses)
+            raise InputError(f"Invalid value for '{flag}': applies to {where}, not to "
+                             f"{USES[use]}")
+        if panel == MEASURE and not measure and param.name != "measure":
+            raise InputError(f"Invalid value for '{flag}': applies with --measure")
+
+
+def missing(option: str, what: str, example: str) -> InputError:
+    """The one wording of a missing option (exit 2)."""
+    return InputError(f"Missing option '{option}' ({what})", hint=f"e.g. {example}")
+
+
+def compare_layers(values: dict[str, Any], dtype: Dtype, max_cases: int,
+                   opts: MeasureOptions | None, recalibrate: bool, output: Output) -> None:
+    """Layer cases: analytic, or measured with --measure."""
+    example = "dsconv compare --in 256 --out 256 -k 3 --hw 14"
+    if values["in"] is None:
+        raise missing("--in", "input channels", example)
+    if values["hw"] is None:
+        raise missing("--hw", "input size", example)
     cases = build_cases(values, dtype.value, max_cases)
-    if not measure:
-        emit(envelope([c.to_result() for c in cases]), compare_view, fmt, as_json, reports)
+    if opts is None:
+        output.emit(envelope([c.to_result() for c in cases]), compare_view)
         return
     from ..services.compare import measure_layers
 
-    opts = measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds, runtime)
     run = measure_layers(cases, opts, recalibrate, HOOKS)
     extra: dict[str, Any] = {"interrupted": True} if run.failed == "interrupted" else {}
     if run.runtime_errors:
         extra["runtime_errors"] = run.runtime_errors
-    emit(envelope(run.cases, environment=run.environment, **extra), compare_view, fmt,
-         as_json, reports)
+    output.emit(envelope(run.cases, environment=run.environment, **extra), compare_view)
     for rt, why in run.runtime_errors.items():
         print(f"Error: runtime {rt}: {why}", file=sys.stderr)
     if run.failed:
-        raise typer.Exit(130 if run.failed == "interrupted" else 1)
+        raise typer.Exit(interrupt_exit_code() if run.failed == "interrupted" else 1)
 
 
-def measure_options(device: Device, dtype: Dtype, threads: int | None,
-                    memory_format: MemoryFormat, min_time: float, warmup: int,
-                    rounds: int = 10, runtime: str = "eager") -> Any:
-    from ..torch_backend.timing import MeasureOptions
-
-    if not 10 <= rounds <= 10_000:
-        raise InputError(f"--rounds must be 10 to 10,000, got {rounds}")
-    fmts = (("nchw", "channels_last") if memory_format is MemoryFormat.both
-            else (memory_format.value,))
-    names = tuple(dict.fromkeys(r.strip() for r in runtime.split(",") if r.strip()))
-    if not names:
-        raise InputError("--runtime: give at least one of eager, compile, onnxruntime")
-    return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup,
-                          rounds=rounds, runtimes=names)
+def _positive(field: str, text: str | None, default: int) -> int:
+    """One integer >= 1 of a model's option (no comma list: a model is not swept)."""
+    if text is None:
+        return default
+    value = parse_value(field, text) if "," not in text else 0
+    if value < 1:
+        raise InputError(f"Invalid value for '{option_name(field)}': one integer >= 1 for a "
+                         f"model, got {text!r}")
+    return int(value)
 
 
-def compare_model(name: str, width: float | None, resolution: int | None,
-                  classes: int | None, vs: Versus | None, per_layer: bool, batch: str | None,
-                  dtype: Dtype, opts: Any, recalibrate: bool,
-                  fmt: OutputFormat, as_json: bool, reports: Any) -> None:
+def compare_preset(params: dict[str, Any], dtype: Dtype, opts: MeasureOptions | None,
+                   recalibrate: bool, output: Output) -> None:
+    """An architecture preset: per-stage (or per-layer) costs, optionally vs full convs."""
     from ..services.compare import analyse_preset, measure_preset
 
+    vs = params["vs"]
+    if vs not in (None, Versus.full_conv.value):
+        raise InputError(f"Invalid value for '--vs': {vs!r}; a preset takes --vs full-conv "
+                         "(ds, presets and files apply to a saved model or --arch)")
+    width, resolution, classes = params["width"], params["resolution"], params["classes"]
     try:
-        preset = get_preset(name, 1.0 if width is None else width,
+        preset = get_preset(params["model"], 1.0 if width is None else width,
                             224 if resolution is None else resolution,
                             1000 if classes is None else classes)
-        nbatch = 1 if batch is None else parse_value("batch", batch)
-        if nbatch <= 0:
-            raise FieldError("batch", f"must be positive, got {nbatch}")
     except FieldError as e:
         raise InputError(f"Invalid value for '{option_name(e.field)}': {e.message}",
                          e.hint) from None
-    full = vs is Versus.full_conv
+    nbatch = _positive("batch", params["batch"], 1)
+    full, per_layer = vs is not None, params["per_layer"]
     if opts is None:
         d, environment = analyse_preset(preset, nbatch, dtype.value, per_layer, full), None
     else:
         d, environment = measure_preset(preset, nbatch, dtype.value, per_layer, full, opts,
                                         recalibrate, HOOKS)
-    emit(envelope([d], environment=environment), preset_view, fmt, as_json, reports)
+    output.emit(envelope([d], environment=environment), preset_view)
 
 
-def _looks_like_file(value: str) -> bool:
-    from ..services.analyse import looks_like_file
+def check_network_options(params: dict[str, Any], reports: list[tuple[Path, Any]]) -> None:
+    """An option that modifies another needs it (``--vs-arch`` builds the ``--vs`` file's
+    model); no ``--report`` may be the model or the ``--vs`` file (by path or inode)."""
+    for opt in ("vs_arch", "vs_arch_kwargs"):
+        if params[opt] is not None and params["vs"] is None:
+            raise InputError(f"Invalid value for '{option_name(opt)}': needs --vs FILE "
+                             "(the model it builds)")
+    files = [(f"--{k}", Path(params[k])) for k in ("model", "vs")
+             if params[k] is not None and Path(params[k]).exists()]
+    check_distinct([("--report", p) for p, _ in reports], list(files))
 
-    return looks_like_file(value)
 
-
-def compare_network(model: str | None, arch: str | None, arch_kwargs: str | None,
-                    trust_pickle: bool, state_dict_key: str | None, map_location: str,
-                    input_shape: str | None, batch: str | None, depth_multiplier: str | None,
-                    min_channels: int, include: list[str] | None, exclude: list[str] | None,
-                    depth: int, strict: bool, vs: str | None, vs_arch: str | None,
-                    vs_arch_kwargs: str | None, opts: Any, recalibrate: bool,
-                    fmt: OutputFormat, as_json: bool, reports: Any) -> None:
-    """A saved model or an architecture: per-module counts, DS opportunity, measurements."""
-    from pathlib import Path
-
+def network_request(params: dict[str, Any]) -> Any:
+    """A saved model or an architecture, as the command line describes it."""
     from ..plan import PlanOptions
-    from ..render import model_view
+    from ..services.analyse import ModelSource, NetworkRequest
 
-    if input_shape is None:
-        raise InputError("Missing option '--input-shape' (the whole input, batch included)",
-                         hint="e.g. --input-shape 1,3,224,224")
-    if depth < 0:
-        raise InputError(f"Invalid value for '--depth': must be >= 0, got {depth}")
-    if min_channels < 1:
-        raise InputError(f"Invalid value for '--min-channels': must be >= 1, got {min_channels}")
-    m = 1
-    if depth_multiplier is not None:
-        m = parse_value("depth_multiplier", depth_multiplier) if "," not in depth_multiplier \
-            else 0
-        if m < 1:
-            raise InputError(f"Invalid value for '--depth-multiplier': one integer >= 1 for a "
-                             f"model, got {depth_multiplier!r}")
-    kwargs = parse_arch_kwargs(arch_kwargs)
-    if model is not None and not Path(model).is_file():
+    if params["input_shape"] is None:
+        raise missing("--input-shape", "the whole input, batch included",
+                      "--input-shape 1,3,224,224")
+    if params["vs"] == Versus.full_conv.value:
+        raise InputError("Invalid value for '--vs': full-conv applies to presets; a saved "
+                         "model takes ds, a preset name or a model file")
+    if params["depth"] < 0:
+        raise InputError(f"Invalid value for '--depth': must be >= 0, got {params['depth']}")
+    if params["min_channels"] < 1:
+        raise InputError("Invalid value for '--min-channels': must be >= 1, got "
+                         f"{params['min_channels']}")
+    m = _positive("depth_multiplier", params["depth_multiplier"], 1)
+    kwargs = parse_arch_kwargs(params["arch_kwargs"])
+    model = params["model"]
+    if model is not None and not Path(model).exists():
         raise InputError(f"--model {model}: no such file",
                          hint=f"a preset is one of {', '.join(PRESETS)}")
-    from ..services.analyse import ModelSource, analyse, load_source, measure
-    from ..torch_backend.loading import parse_input_shape
+    if model is not None:
+        check_input(Path(model), "--model", "model")  # a FIFO or device: one line
+    shape = parse_input_shape(params["input_shape"])
+    if params["batch"] is not None:
+        shape = (_positive("batch", params["batch"], 1), *shape[1:])
+    src = ModelSource(Path(model) if model else None, params["arch"], kwargs,
+                      params["trust_pickle"], params["state_dict_key"], params["map_location"])
+    plan = PlanOptions(params["min_channels"], tuple(params["include"] or ()),
+                       tuple(params["exclude"] or ()), m)
+    return NetworkRequest(src, shape, plan, params["depth"], params["vs"], params["vs_arch"],
+                          parse_arch_kwargs(params["vs_arch_kwargs"], "--vs-arch-kwargs"))
 
-    shape = parse_input_shape(input_shape)
-    if batch is not None:
-        nb = parse_value("batch", batch) if "," not in batch else 0
-        if nb < 1:
-            raise InputError(f"Invalid value for '--batch': one integer >= 1, got {batch!r}")
-        shape = (nb, *shape[1:])
-    src = ModelSource(Path(model) if model else None, arch, kwargs, trust_pickle,
-                      state_dict_key, map_location)
-    plan = PlanOptions(min_channels, tuple(include or ()), tuple(exclude or ()), m)
-    net = load_source(src, weights=opts is not None, hooks=HOOKS)
-    result = analyse(net, src, shape, plan)
-    other = None
-    if vs is not None:
-        from ..services.analyse import versus
 
-        other = versus(vs, net, src, shape, plan, vs_arch, parse_arch_kwargs(vs_arch_kwargs),
-                       weights=opts is not None, hooks=HOOKS)
-        result = other.annotate(result)
-    environment = None
-    if opts is not None:
-        result, environment = measure(result, net, shape, plan, other, opts, recalibrate,
-                                      depth, HOOKS)
+def compare_network(request: Any, strict: bool, opts: MeasureOptions | None,
+                    recalibrate: bool, output: Output) -> None:
+    """A saved model or an architecture: per-module counts, DS opportunity, measurements."""
+    from ..services.analyse import analyse_network
+
+    result, environment = analyse_network(request, opts, recalibrate, HOOKS)
     env = envelope([result], environment=environment)
-    env["cases"][0]["depth_shown"] = depth
-    emit(env, model_view, fmt, as_json, reports)
+    env["cases"][0]["depth_shown"] = request.depth
+    output.emit(env, model_view)
     if strict and result.uncounted:
         ops = ", ".join(u.op for u in result.uncounted)
         raise fail(f"--strict: {len(result.uncounted)} op(s) are not counted: {ops}", 1)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import io
-import json
-import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ..errors import InputError
-from ..gate import DEFAULT_REGRESSION_THRESHOLD, env_mismatch
-from ..render import OutputFormat, profile_view, render_text
-from ..results import envelope
+from ..errors import DsconvError, InputError
+from ..fmt import listing
+from ..gate import DEFAULT_REGRESSION_THRESHOLD
+from ..render import OutputFormat, View, bind, layout_for, profile_view, render_text
+from ..results import ProfileCaseResult, envelope
+from ..services.gate import (
+    Shard,
+    apply_baseline,
+    baseline_environment_problem,
+    exit_status,
+    load_report,
+    merge_reports,
+    run_meta,
+    run_report,
+)
 from .common import (
     HOOKS,
     check_distinct,
@@ -27,13 +37,47 @@ from .common import (
     handle_errors,
     warn,
 )
-from .options import FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt
+from .options import ColumnsOpt, FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt, WideOpt
 
 GATE = "Gating"
+F = TypeVar("F", bound=Callable[..., Any])
 TRUST = "Trust (a config cannot grant it)"
 
 
+def step_summary(text: str) -> None:
+    """Append to GitHub's job summary (``$GITHUB_STEP_SUMMARY``) when it is set."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not summary:
+        return
+    from ..atomic import append_text
+
+    try:
+        append_text(Path(summary), text, "GITHUB_STEP_SUMMARY")
+    except OSError as e:
+        warn(f"GITHUB_STEP_SUMMARY {summary}: cannot be written ({e.strerror}); "
+             "the report is on stdout")
+    except InputError as e:
+        warn(f"{e}; the report is on stdout")
+
+
+def _summary_on_usage_error(fn: F) -> F:
+    """A config or usage error (exit 2) also writes its one ``Error:`` line to the step
+    summary, so a CI job that failed on its config says why on its summary page."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DsconvError as e:
+            if e.exit_code == 2:
+                step_summary(f"Error: {e}" + (f" (hint: {e.hint})" if e.hint else "") + "\n")
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
 @handle_errors
+@_summary_on_usage_error
 def profile(
     config: Annotated[Optional[list[Path]], typer.Argument(
         help="The YAML config (see the README for every key); with --merge, the shard "
@@ -63,6 +107,10 @@ def profile(
     strict_env: Annotated[bool, typer.Option(
         "--strict-env", help="A baseline from another environment is an error, not a "
         "warning.", rich_help_panel=GATE)] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Fail a case whose budget is marginal (its interval straddles the "
+        "limit) or whose measurement is flagged noisy or implausible.",
+        rich_help_panel=GATE)] = False,
     save_baseline: Annotated[Optional[Path], typer.Option(
         help="Write this run's JSON report here, as the next baseline.",
         rich_help_panel=GATE, dir_okay=False)] = None,
@@ -81,11 +129,14 @@ def profile(
     fmt: FormatOpt = OutputFormat.table,
     as_json: JsonOpt = False,
     report: ReportOpt = None,
+    wide: WideOpt = False,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Run a YAML benchmark with budgets and baselines (for CI).
 
-    Exit 0 when every budget is met; 1 when one fails, a regression is found or a case
-    cannot run; 2 for a config or usage error.
+    Exit 0 when every budget is met; 1 when one fails, a regression is found, a case
+    cannot run or (with --merge) a shard failed or never reported; 2 for a config or
+    usage error.
     """
     from ..config import check_trust, load_config, schema_text
     from ..suite import plan_cases
@@ -96,14 +147,77 @@ def profile(
     if not config:
         raise InputError("Missing argument 'CONFIG'", hint="dsconv profile config.yaml")
     check_format(fmt, as_json)
+    view = bind(profile_view, layout_for([profile_view], wide, columns))
     reports = check_reports(report)
+    _check_combinations(merge, shard=shard, dry_run=dry_run, plot=plot, baseline=baseline,
+                        save_baseline=save_baseline, only=only)
     if merge:
-        return _merge(config, reports, fmt, as_json)
+        return _merge(config, reports, fmt, as_json, view)
     if len(config) != 1:
         raise InputError(f"one CONFIG, got {len(config)} (--merge joins several reports)")
-    config_path = config[0]
-    part = _parse_shard(shard) if shard is not None else None
+    part = Shard.parse(shard) if shard is not None else None
     finite("--regression-threshold", regression_threshold, hi=100)
+    _check_outputs(config[0], reports, baseline, save_baseline, plot)
+    cfg = load_config(config[0])
+    check_trust(cfg, trust_pickle=trust_pickle, trust_code=trust_code)
+    planned = plan_cases(cfg, only)
+    planned = part.select(planned) if part is not None else planned
+    meta = run_meta(config[0], part, only)
+    base = load_report(baseline) if baseline else None
+    if dry_run:
+        from ..services.profile import plan_results
+
+        cases = plan_results(cfg, planned)
+        env = envelope(cases, dry_run=True, **meta, exit_status=exit_status(cases, {}))
+        emit(env, view, fmt, as_json, reports)
+        return _exit(env["exit_status"], cases)
+    from ..services.profile import run_profile
+
+    run = run_profile(cfg, planned, recalibrate, HOOKS,
+                      before_cases=functools.partial(_check_env, base, strict_env),
+                      strict=strict)
+    cases = run.cases
+    if base is not None:
+        cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
+    env = run_report(run, cases, meta)
+    if save_baseline is not None and not run.interrupted:
+        reports.append((save_baseline, OutputFormat.json))
+    emit(env, view, fmt, as_json, reports)
+    for rt, why in run.runtime_errors.items():
+        print(f"Error: runtime {rt}: {why}", file=sys.stderr)
+    if run.interrupted:
+        raise typer.Exit(env["exit_status"])
+    step_summary(render_text(env, OutputFormat.markdown, profile_view))
+    if plot is not None:
+        _plot(env["cases"], plot)
+    _exit(env["exit_status"], cases)
+
+
+def _exit(status: int, cases: list[ProfileCaseResult]) -> None:
+    """Name the failed cases and exit with ``status`` (nothing when 0)."""
+    failed = [c for c in cases if c.verdict in ("fail", "error")]
+    if failed:
+        warn(f"{len(failed)} of {len(cases)} case(s) failed: "
+             + listing([c.name for c in failed], 5))
+    if status:
+        raise typer.Exit(status)
+
+
+def _check_combinations(merge: bool, **given: Any) -> None:
+    """Options that cannot go together: exit 2 before any work."""
+    if merge:
+        clash = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+        if clash:
+            raise InputError(f"--merge joins reports already run; it does not take "
+                             f"{', '.join(clash)}")
+    if given["dry_run"] and given["plot"] is not None:
+        raise InputError("--plot draws measured speedups and --dry-run measures nothing; "
+                         "give one of them")
+
+
+def _check_outputs(config_path: Path, reports: list[tuple[Path, OutputFormat]],
+                   baseline: Path | None, save_baseline: Path | None, plot: Path | None) -> None:
+    """Every output writable and distinct from the inputs, before any work."""
     from ..atomic import check_writable
 
     outputs = [("--report", p) for p, _ in reports]
@@ -111,117 +225,36 @@ def profile(
         if p is not None:
             check_writable(p, label, overwrite=True)
             outputs.append((label, p))
-    check_distinct(outputs, [("CONFIG", config_path)]
-                   + ([("--baseline", baseline)] if baseline else []))
+    check_distinct(outputs, [("CONFIG", config_path), ("--baseline", baseline)])
     if plot is not None:
         _check_matplotlib()
-    cfg = load_config(config_path)
-    check_trust(cfg, trust_pickle=trust_pickle, trust_code=trust_code)
-    planned = plan_cases(cfg, only)
-    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
-    extra_meta: dict[str, Any] = {"config_digest": digest}
-    if part is not None:
-        i, n = part
-        planned = [pc for k, pc in enumerate(planned) if k % n == i - 1]
-        extra_meta["shard"] = f"{i}/{n}"
-    base = _load_baseline(baseline) if baseline else None
 
-    from ..services.profile import apply_baseline, plan_results, run_profile
 
-    if dry_run:
-        emit(envelope(plan_results(cfg, planned), config=str(config_path), **extra_meta),
-             profile_view, fmt, as_json, reports)
+def _check_env(base: dict[str, Any] | None, strict: bool, environment: dict[str, Any]) -> None:
+    """Before any case runs: --strict-env fails in seconds, not after the benchmark."""
+    problem = baseline_environment_problem(base, environment)
+    if problem is None:
         return
-
-    def check_env(environment: dict[str, Any]) -> None:
-        """Before any case runs: --strict-env fails in seconds, not after the benchmark."""
-        if base is None:
-            return
-        mismatch = env_mismatch(environment, base.get("environment", {}))
-        if mismatch:
-            msg = "baseline from a different environment: " + "; ".join(mismatch)
-            if strict_env:
-                raise InputError(msg, hint="drop --strict-env to compare anyway")
-            warn(msg)
-
-    run = run_profile(cfg, planned, recalibrate, HOOKS, before_cases=check_env)
-    cases = run.cases
-    if base is not None:
-        cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
-    failed = [c for c in cases if c.verdict != "pass"]
-    extra: dict[str, Any] = {**extra_meta, **({"interrupted": True} if run.interrupted else {})}
-    if run.runtime_errors:
-        extra["runtime_errors"] = run.runtime_errors
-    env = envelope(cases, environment=run.environment, config=str(config_path),
-                   summary={"cases": len(cases), "failed": len(failed),
-                            "passed": len(cases) - len(failed)}, **extra)
-    if save_baseline is not None and not run.interrupted:
-        reports.append((save_baseline, OutputFormat.json))
-    emit(env, profile_view, fmt, as_json, reports)
-    for rt, why in run.runtime_errors.items():
-        print(f"Error: runtime {rt}: {why}", file=sys.stderr)
-    if run.interrupted:
-        raise typer.Exit(130)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        try:
-            with open(summary, "a", encoding="utf-8") as f:
-                f.write(render_text(env, OutputFormat.markdown, profile_view))
-        except OSError as e:
-            warn(f"GITHUB_STEP_SUMMARY {summary}: cannot be written ({e.strerror}); "
-                 "the report is on stdout")
-    if plot is not None:
-        _plot(env["cases"], plot)
-    if run.runtime_errors and not failed:
-        raise typer.Exit(1)
-    if failed:
-        warn(f"{len(failed)} of {len(cases)} case(s) failed: "
-             + ", ".join(c.name for c in failed[:5]) + (" ..." if len(failed) > 5 else ""))
-        raise typer.Exit(1)
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise InputError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
-    if not 1 <= i <= n <= 1000:
-        raise InputError(f"--shard {text!r}: needs 1 <= i <= n <= 1000")
-    return i, n
+    if strict:
+        raise InputError(problem, hint="drop --strict-env to compare anyway")
+    warn(problem)
 
 
 def _merge(files: list[Path], reports: list[tuple[Path, OutputFormat]], fmt: OutputFormat,
-           as_json: bool) -> None:
-    """Shard reports of one config (same digest) joined: one report, one exit code."""
-    datas = [_load_baseline(p, "--merge") for p in files]
-    digests = {d.get("config_digest") for d in datas}
-    if None in digests or len(digests) != 1:
-        raise InputError("--merge: the reports come from different configs (config_digest "
-                         f"{', '.join(sorted(str(d) for d in digests))}); merge shards of one "
-                         "config")
-    check_distinct([("--report", p) for p, _ in reports],
-                   [("REPORT", p) for p in files])
-    cases = [c for d in datas for c in d["cases"]]
-    names = [c["name"] for c in cases]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"--merge: case {dupes[0]!r} is in more than one report (the same "
-                         "shard twice?)")
-    failed = [c for c in cases if c.get("verdict") in ("fail", "error")]
-    interrupted = any(d.get("interrupted") for d in datas)
-    env = envelope(cases, environment=datas[0].get("environment"),
-                   config=datas[0].get("config"), config_digest=digests.pop(),
-                   shards=[{"report": str(p), "shard": d.get("shard"),
-                            "device_name": (d.get("environment") or {}).get("device_name")}
-                           for p, d in zip(files, datas, strict=True)],
-                   summary={"cases": len(cases), "failed": len(failed),
-                            "passed": len(cases) - len(failed)},
-                   **({"interrupted": True} if interrupted else {}))
-    emit(env, profile_view, fmt, as_json, reports)
-    if failed or interrupted:
-        warn(f"{len(failed)} of {len(cases)} case(s) failed"
-             + (" (a shard was interrupted)" if interrupted else ""))
-        raise typer.Exit(1)
+           as_json: bool, view: View = profile_view) -> None:
+    """Shard reports of one config joined: one report, one exit code, one step summary."""
+    inputs: list[tuple[str, Path | None]] = [("REPORT", p) for p in files]
+    check_distinct([("--report", p) for p, _ in reports], inputs)
+    merged = merge_reports(files)
+    emit(merged.report, view, fmt, as_json, reports)
+    if merged.report.get("interrupted"):
+        warn("a shard was interrupted: its report holds the cases that finished")
+    for line in merged.problems:
+        print(f"Error: {line}", file=sys.stderr)
+    step_summary(render_text(merged.report, OutputFormat.markdown, profile_view)
+                 + "".join(f"\nError: {line}\n" for line in merged.problems))
+    if merged.exit_status:
+        raise typer.Exit(merged.exit_status)
 
 
 def _check_matplotlib() -> None:
@@ -229,35 +262,6 @@ def _check_matplotlib() -> None:
 
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib: pip install 'dsconv[plot]'")
-
-
-def _load_baseline(path: Path, what: str = "--baseline") -> dict[str, Any]:
-    """A dsconv JSON report, validated (key paths in the errors)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{what} {path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{what} {path}: not a JSON report ({e})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != 1 or not isinstance(
-            data.get("cases"), list):
-        raise InputError(f"{what} {path}: not a dsconv report (schema_version 1)")
-    for i, case in enumerate(data["cases"]):
-        where = f"{what} {path}: cases[{i}]"
-        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
-            raise InputError(f"{where}: a case must be an object with a string 'name'")
-        m = case.get("measured")
-        if m is None:
-            continue
-        if not isinstance(m, dict):
-            raise InputError(f"{where}.measured: must be an object, got {type(m).__name__}")
-        for key in ("median_ms", "q1_ms", "q3_ms"):
-            v = m.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                    math.isfinite(v) and v > 0):
-                raise InputError(f"{where}.measured.{key}: must be a positive finite number, "
-                                 f"got {v!r}")
-    return data
 
 
 def _plot(cases: list[dict[str, Any]], path: Path) -> None:

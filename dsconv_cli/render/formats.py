@@ -15,7 +15,7 @@ import sys
 from enum import Enum
 from typing import IO, Any, Protocol
 
-from .views import Table, View
+from .layout import PRIORITY, Table, View
 
 __all__ = [
     "EXTENSIONS",
@@ -23,6 +23,7 @@ __all__ = [
     "OutputFormat",
     "Renderer",
     "format_from_path",
+    "report_extensions",
     "json_safe",
     "make_console",
     "render_text",
@@ -63,48 +64,93 @@ class JsonRenderer:
         out.write(json.dumps(json_safe(env), indent=2, allow_nan=False) + "\n")
 
 
+def _picked(t: Table) -> list[int]:
+    """The columns ``--columns`` picked (all without it); the first is always kept."""
+    pick = set(t.layout.columns)
+    return [i for i, c in enumerate(t.columns) if i == 0 or not pick or c in pick]
+
+
+def _raw(c: str) -> Any:
+    return getattr(c, "raw", c)
+
+
 class CsvRenderer:
-    """Every table, one after another; each row starts with its table's title."""
+    """Every table, one after another (a blank line apart): a header row, then one row per
+    table row with raw numbers; a hierarchy's names are bare, its levels in ``depth``.
+    Like JSON it holds every column (``--columns`` picks for people, not machines)."""
 
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
         w = csv.writer(out, lineterminator="\n")
-        for i, t in enumerate(view(env)):
-            if i:
+        for k, t in enumerate(view(env)):
+            if k:
                 out.write("\n")
-            w.writerow(["table", *t.columns])
-            w.writerows([t.title, *(getattr(c, "raw", c) for c in r)] for r in t.rows)
+            cols = list(range(len(t.columns)))
+            nested = any(t.depths)
+            head = [t.columns[i] for i in cols]
+            w.writerow(head[:1] + ["depth"] + head[1:] if nested else head)
+            for r, row in enumerate(t.rows):
+                cells = [_raw(row[i]) for i in cols]
+                w.writerow(cells[:1] + [t.depth(r)] + cells[1:] if nested else cells)
+
+
+def md_escape(text: str) -> str:
+    """A Markdown table cell: pipes escaped, newlines and HTML kept from breaking the row."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+            .replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>"))
 
 
 class MarkdownRenderer:
+    """For a PR comment or a CI job summary: verdicts and failures first, the table (the
+    hierarchy indented), notes, and the counting conventions folded away."""
+
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
         lines: list[str] = []
         for t in view(env):
-            lines.append(f"### {t.title}\n")
-            lines.append("| " + " | ".join(t.columns) + " |")
-            lines.append("|" + "|".join("---" if i == 0 else "---:"
-                                        for i in range(len(t.columns))) + "|")
-            lines.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"
-                         for r in t.rows)
+            lines.append(f"### {md_escape(t.title)}\n")
+            if t.summary:
+                lines += [f"**{md_escape(t.summary)}**", ""]
+            if t.alerts:
+                lines += [f"- {md_escape(a)}" for a in t.alerts] + [""]
+            cols = _picked(t)
+            lines.append("| " + " | ".join(md_escape(t.columns[i]) for i in cols) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in cols) + "|")
+            for r, row in enumerate(t.rows):
+                cells = [md_escape(row[i]) for i in cols]
+                cells[0] = "&emsp;" * t.depth(r) + cells[0]
+                lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-            lines.extend(f"- {n}" for n in t.notes)
-            lines.append("")
+            if t.notes:
+                lines += [f"- {md_escape(n)}" for n in t.notes] + [""]
+            if t.conventions:
+                lines += ["<details><summary>Counting conventions</summary>", "",
+                          md_escape(t.conventions), "", "</details>", ""]
         out.write("\n".join(lines))
 
 
 class TableRenderer:
-    """Rich tables on a console; the width and colour follow the environment."""
+    """Rich tables on a console; the width and colour follow the environment. A table
+    wider than the console drops its lowest-priority columns and says which."""
 
     file_ok = False
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
         console = make_console(file=None if out is sys.stdout else out)
         for t in view(env):
-            console.print(_rich_table(t))
-            for note in t.notes:
+            for line in ([t.summary] if t.summary else []) + t.alerts:
+                console.print(_cell_text(line), markup=False, highlight=False)
+            width = console.width
+            console.print(_cell_text(t.title), style="bold", markup=False, highlight=False)
+            rt, hidden, console.width = _rich_table(t, width)  # --wide: as wide as needed
+            console.print(rt)
+            console.width = width
+            if hidden:
+                console.print(f"hidden at {width} columns: {', '.join(hidden)} "
+                              "(--wide shows all)", markup=False, highlight=False)
+            for note in t.notes + ([t.conventions] if t.conventions else []):
                 console.print(note, markup=False, highlight=False)
             console.print()
 
@@ -123,6 +169,13 @@ EXTENSIONS = {".json": OutputFormat.json, ".csv": OutputFormat.csv,
 
 def format_from_path(path: str) -> OutputFormat | None:
     return EXTENSIONS.get(os.path.splitext(path)[1].lower())
+
+
+def report_extensions() -> str:
+    """The ``--report`` extensions as help texts and messages list them (from
+    :data:`EXTENSIONS`): ``.json, .csv, .md or .markdown``."""
+    names = [ext for ext, fmt in EXTENSIONS.items() if RENDERERS[fmt].file_ok]
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def render_text(env: dict[str, Any], fmt: OutputFormat, view: View) -> str:
@@ -154,15 +207,103 @@ def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
     )
 
 
-def _rich_table(t: Table) -> Any:
+def _cell_text(text: str) -> str:
+    """A cell on one line: control characters shown, never obeyed."""
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+
+
+def _needs(t: Table, cols: list[int]) -> dict[int, int]:
+    """Each column's natural width: its longest cell or header (the first column with its
+    rows' indents)."""
+    from rich.cells import cell_len
+
+    need = {i: max([cell_len(t.columns[i])] + [cell_len(_cell_text(r[i])) for r in t.rows])
+            for i in cols}
+    need[0] = max([cell_len(t.columns[0])] + [2 * t.depth(k) + cell_len(_cell_text(r[0]))
+                                              for k, r in enumerate(t.rows)])
+    return need
+
+
+def fit(t: Table, width: int) -> tuple[list[int], list[str], int, int]:
+    """The columns shown at ``width``, the ones hidden for lack of room (lowest priority
+    first; the first column is never hidden, only abbreviated), the first column's width
+    and the table's. ``--wide`` hides nothing."""
+    from rich.cells import cell_len
+
+    cols = _picked(t)
+    need = _needs(t, cols)
+    hidden: list[int] = []
+
+    def total(first: int) -> int:  # each column: its text, 2 of padding, 1 between two
+        return first + 2 + sum(need[i] + 3 for i in cols[1:] if i not in hidden)
+
+    if t.layout.wide:
+        return cols, [], need[0], total(need[0])
+    names = [_cell_text(r[0]) for r in t.rows]
+    shared = len(_shared_prefix(names))
+    first_min = min(need[0], max(12, cell_len(t.columns[0]),
+                                 need[0] - shared + (1 if shared else 0)))
+    # names stay whole while there is a column of lower priority than the key numbers to
+    # drop; then names are abbreviated, and only then key numbers go
+    for first, floor in ((need[0], 2), (first_min, 1)):
+        while total(first) > width:
+            left = [i for i in cols[1:] if i not in hidden
+                    and PRIORITY.get(t.columns[i], 3) >= floor]
+            if not left:
+                break
+            hidden.append(max(left, key=lambda i: (PRIORITY.get(t.columns[i], 3), i)))
+    first = max(first_min, min(need[0], width - total(0)))
+    shown = [i for i in cols if i not in hidden]
+    return shown, [t.columns[i] for i in sorted(hidden)], first, min(width, total(first))
+
+
+def _rich_table(t: Table, width: int) -> tuple[Any, list[str], int]:
     from rich import box
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    rt = RichTable(title=Text(t.title, style="bold"), box=box.SIMPLE_HEAVY, title_justify="left")
-    for i, c in enumerate(t.columns):
-        # fold, never ellipsis: a narrow terminal wraps a number, it never cuts one off
-        rt.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
-    for i, row in enumerate(t.rows):
-        rt.add_row(*(Text(c) for c in row), style=t.styles[i] if i < len(t.styles) else None)
-    return rt
+    shown, hidden, first, total = fit(t, width)
+    rt = RichTable(box=box.SIMPLE_HEAVY, show_edge=False)
+    for i in shown:
+        # never split: numbers always fit whole (columns are hidden first); only the
+        # first column (a name) may be abbreviated with an ellipsis
+        rt.add_column(t.columns[i], justify="left" if i == 0 else "right", no_wrap=True,
+                      overflow="ellipsis", max_width=first if i == 0 else None)
+    names = _abbreviate([_cell_text(r[0]) for r in t.rows],
+                        [first - 2 * t.depth(r) for r in range(len(t.rows))])
+    for r, row in enumerate(t.rows):
+        cells = [names[r], *(_cell_text(row[i]) for i in shown[1:])]
+        cells[0] = "  " * t.depth(r) + cells[0]
+        rt.add_row(*(Text(c) for c in cells), style=t.styles[r] if r < len(t.styles) else None)
+    return rt, hidden, max(width, total)
+
+
+def _shared_prefix(names: list[str]) -> str:
+    """What every name starts with, up to a separator (``separable[`` of a sweep's
+    ``separable[in=32,kernel=3]``): the part an abbreviation can leave out."""
+    import os.path
+
+    if len(names) < 2:
+        return ""
+    common = os.path.commonprefix(names)
+    cut = max(common.rfind(c) for c in "[.,_ /:(")
+    return common[:cut + 1] if cut >= 0 else ""
+
+
+def _abbreviate(names: list[str], room: list[int]) -> list[str]:
+    """Names that fit their room, shortened from the left so the part that tells them
+    apart stays: first the prefix they all share becomes ``…``, then any name still too
+    long keeps its end."""
+    from rich.cells import cell_len
+
+    if all(cell_len(n) <= w for n, w in zip(names, room, strict=True)):
+        return names
+    shared = _shared_prefix(names)
+    out = []
+    for n, w in zip(names, room, strict=True):
+        if shared and cell_len(n) > w:
+            n = "…" + n[len(shared):]
+        while cell_len(n) > max(w, 1):
+            n = "…" + n[2:] if n.startswith("…") else "…" + n[1:]
+        out.append(n)
+    return out

@@ -1,40 +1,23 @@
 """Command views: a report envelope -> :class:`Table` objects, one view per command.
 
 A view never writes anything: the format writers in :mod:`.formats` do. So the table, CSV
-and Markdown always show the same numbers as the JSON.
+and Markdown always show the same numbers as the JSON. Numbers read one way everywhere
+(:mod:`dsconv_cli.fmt`): integers with separators, times and ratios to 3 significant digits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import functools
+import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["COUNTING_NOTE", "Cell", "Table", "View", "compare_view", "convert_view", "fmt_bytes",
-           "fmt_int", "preset_view", "profile_view"]
+from ..fmt import fmt_ms, fmt_x, sig3
+from .layout import Cell, Layout, Table, View, resolve_columns
 
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    styles: list[str | None] = field(default_factory=list)  # per-row Rich style
-
-
-View = Callable[[dict[str, Any]], list[Table]]
-
-
-class Cell(str):
-    """A table cell: the text a person reads, and the raw number CSV writes."""
-
-    raw: int | float | None
-
-    def __new__(cls, text: str, raw: int | float | None) -> Cell:
-        cell = super().__new__(cls, text)
-        cell.raw = raw
-        return cell
+__all__ = ["COUNTING_NOTE", "Cell", "Layout", "Table", "View", "bind", "compare_view",
+           "convert_view", "fmt_bytes", "fmt_int", "layout_for", "model_view", "preset_view",
+           "profile_view", "short_reason"]
 
 
 def fmt_int(n: int | float | None) -> str:
@@ -51,7 +34,16 @@ def fmt_bytes(n: int | float) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else Cell(f"{x:.2f}x", round(x, 4))
+    return "-" if x is None else Cell(fmt_x(x), round(x, 4))
+
+
+def _num(x: float | None) -> str:
+    """A time or a ratio without its unit (the column names it), 3 significant digits."""
+    return "-" if x is None else Cell(sig3(x), x)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else Cell(f"{100 * x:.1f}%", x)
 
 
 def fmt_speedup(sp: dict[str, Any] | None, short: bool = False) -> str:
@@ -62,11 +54,21 @@ def fmt_speedup(sp: dict[str, Any] | None, short: bool = False) -> str:
     if sp.get("estimate") is None:
         return fmt_ratio(sp.get("measured"))
     lo, hi = sp["ci95"]
-    text = f"{sp['estimate']:.2f}x [{lo:.2f}, {hi:.2f}]"
+    text = f"{fmt_x(sp['estimate'])} [{sig3(lo)}, {sig3(hi)}]"
     if short:
         return text
     return (f"{text} (95% CI, interleaved A/B over {sp['rounds']} rounds: p={sp['p_value']:.2g}, "
             f"{sp['verdict']}; smallest detectable change {100 * sp['mde']:.1f}%)")
+
+
+def _speedup_cells(sp: dict[str, Any] | None) -> list[str]:
+    """The speedup (the A/B estimate, else the ratio of medians) and its 95% interval."""
+    if not sp:
+        return ["-", "-"]
+    if sp.get("estimate") is None:
+        return [fmt_ratio(sp.get("measured")), "-"]
+    lo, hi = sp["ci95"]
+    return [fmt_ratio(sp["estimate"]), f"[{sig3(lo)}, {sig3(hi)}]"]
 
 
 def fmt_shape(s: Iterable[int]) -> str:
@@ -74,19 +76,60 @@ def fmt_shape(s: Iterable[int]) -> str:
     return str(s[0]) if len(s) == 2 and s[0] == s[1] else "x".join(str(v) for v in s)
 
 
+def more(shown: int, total: int) -> list[str]:
+    """The line under a cut list: ``… 6 more``."""
+    return [f"  … {total - shown} more"] if total > shown else []
+
+
+# ------------------------------------------------------------------------- layout choices
+
+#: every column each view can show (``--columns`` is checked against these before any work)
+COLUMNS: dict[str, tuple[str, ...]] = {}
+
+
+def bind(view: View, layout: Layout) -> View:
+    """``view`` with the reader's layout choices (its tables carry them to the writers)."""
+
+    @functools.wraps(view)
+    def bound(env: dict[str, Any]) -> list[Table]:
+        tables = view(env, layout)  # type: ignore[call-arg]
+        for t in tables:
+            t.layout = layout
+        return tables
+
+    return bound
+
+
+def layout_for(views: Iterable[View], wide: bool = False, columns: str | None = None,
+               sort: str | None = None, top: int | None = None,
+               measured: bool = False) -> Layout:
+    """The reader's choices checked against what ``views`` can show: an unknown column, a
+    ``--top`` below 1 or ``--sort time`` without times is exit 2, before any work."""
+    from ..errors import InputError
+
+    if top is not None and top < 1:
+        raise InputError(f"Invalid value for '--top': must be >= 1, got {top}")
+    if sort == "time" and not measured:
+        raise InputError("Invalid value for '--sort': time needs --measure")
+    labels = [c for v in views for c in COLUMNS.get(v.__name__, ())]
+    return Layout(wide, resolve_columns(columns, labels), sort, top)
+
+
+# ------------------------------------------------------------------------- layer comparison
+
 def _measured_cells(m: dict[str, Any] | None) -> list[str]:
     if not m:
-        return ["-", "-", "-", "-"]
+        return ["-", "-", "-", "-", "-"]
     roof = m.get("roofline_fraction")
     roof_s = "-" if roof is None else f"{100 * roof:.0f}%" + ("!" if m.get("flag") else "")
-    return [f"{m['median_ms']:.3f} ± {m['iqr_ms']:.3f}", f"{m['gflops']:.1f}",
-            f"{m['gbps']:.1f}", roof_s]
+    return [_num(m["median_ms"]), _num(m["iqr_ms"]), _num(m["gflops"]), _num(m["gbps"]),
+            roof_s]
 
 
 def _cost_cells(c: dict[str, Any]) -> list[str]:
     return [fmt_int(c["params"]), fmt_int(c["macs"]), fmt_int(c["flops"]),
             fmt_shape(c["output_shape"]), fmt_int(c["activation_elems"]),
-            fmt_bytes(c["bytes"]), f"{c['arithmetic_intensity']:.1f}"]
+            fmt_bytes(c["bytes"]), _num(c["arithmetic_intensity"])]
 
 
 _QUIET = {"kind": None, "padding": None, "dilation": [1, 1], "groups": 1, "bias": False,
@@ -110,13 +153,13 @@ COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias exc
 def _rt_cell(m: dict[str, Any]) -> str:
     extra = []
     if m.get("compile_s") is not None:
-        extra.append(f"compiled in {m['compile_s']:.1f} s, not timed")
+        extra.append(f"compiled in {sig3(m['compile_s'])} s, not timed")
     if m.get("exporter"):
         extra.append(f"{m['exporter']} exporter")
     roof = m.get("roofline_fraction")
     if roof is not None:
         extra.append(f"roofline {100 * roof:.0f}%")
-    return f"{m['median_ms']:.3f} ms ({m['memory_format']}" + (
+    return f"{fmt_ms(m['median_ms'])} ({m['memory_format']}" + (
         "; " + "; ".join(extra) if extra else "") + ")"
 
 
@@ -134,7 +177,7 @@ def runtime_notes(std: dict[str, Any], cand: dict[str, Any] | None,
         if rt in theirs:
             line += f"; candidate {_rt_cell(theirs[rt])}"
         if by_rt and rt in by_rt:
-            line += f" -> {by_rt[rt]:.2f}x"
+            line += f" -> {fmt_x(by_rt[rt])}"
         out.append(line)
     fs, fc = std.get("fastest"), (cand or {}).get("fastest")
     if fs and fc:
@@ -144,25 +187,29 @@ def runtime_notes(std: dict[str, Any], cand: dict[str, Any] | None,
     return out
 
 
-def _compare_single(case: dict[str, Any], measured: bool) -> Table:
-    cols = ["layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B"]
-    if measured:
-        cols += ["median ms ± IQR", "GFLOP/s", "GB/s", "roofline"]
-    std, cand = case["standard"], case["candidate"]
-    t = Table(f"{case['name']}: {_describe(case['input'])}", cols)
+LAYER_COLS = ("layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B")
+TIMED_COLS = ("median ms", "IQR ms", "GFLOP/s", "GB/s", "roofline")
+CASES_COLS = ("case", "std params", "params", "params x", "std MACs", "MACs", "MACs x",
+              "theory x")
+CASES_TIMED = ("std ms", "ms", "speedup", "95% CI")
+COLUMNS["compare_view"] = (*LAYER_COLS, *TIMED_COLS, *CASES_COLS, *CASES_TIMED)
 
-    def add(label: str, c: dict[str, Any], style: str | None = None) -> None:
+
+def _compare_single(case: dict[str, Any], measured: bool) -> Table:
+    cols = [*LAYER_COLS, *(TIMED_COLS if measured else ())]
+    std, cand = case["standard"], case["candidate"]
+    t = Table(f"{case['name']}: {_describe(case['input'])}", cols, conventions=COUNTING_NOTE)
+
+    def add(label: str, c: dict[str, Any], style: str | None = None, depth: int = 0) -> None:
         row = [label, *_cost_cells(c)]
         if measured:
             row += _measured_cells(c.get("measured"))
-        t.rows.append(row)
-        t.styles.append(style)
+        t.add(row, style, depth)
 
     plain = std["kind"] in ("conv", "grouped conv")
-    std_label = "standard" if plain else f"standard ({std['kind']})"
-    add(std_label, std)
+    add("standard" if plain else f"standard ({std['kind']})", std)
     for name, part in cand.get("parts", {}).items():
-        add(f"  {name}", part, "dim")
+        add(name, part, "dim", depth=1)
     add(f"{cand['kind']} total", cand, "bold")
     red = case["reduction"]
     t.notes.append(f"Reduction (standard / {cand['kind']}): params {fmt_ratio(red['params'])}, "
@@ -170,10 +217,10 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     th = case.get("theory")
     if th:
         red_th = th["reduction"]
-        change = (f"{red_th:.2f}x fewer params and MACs" if red_th > 1.0005 else
-                  f"{1 / red_th:.2f}x more params and MACs (the DS form is larger)"
+        change = (f"{fmt_x(red_th)} fewer params and MACs" if red_th > 1.0005 else
+                  f"{fmt_x(1 / red_th)} more params and MACs (the DS form is larger)"
                   if red_th < 0.9995 else "the same params and MACs")
-        t.notes.append(f"Theory: {th['formula']} = {th['ratio']:.4f} -> {change}")
+        t.notes.append(f"Theory: {th['formula']} = {sig3(th['ratio'])} -> {change}")
     sp = case.get("speedup")
     if sp:
         t.notes.append(f"Measured speedup: {fmt_speedup(sp)}"
@@ -185,23 +232,19 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     t.notes.extend(runtime_notes(std, cand, case.get("speedup_by_runtime")))
     for w in case.get("warnings", []):
         t.notes.append(f"Note: {w}")
-    t.notes.append(COUNTING_NOTE)
     return t
 
 
-def compare_view(env: dict[str, Any]) -> list[Table]:
+def compare_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     cases = env["cases"]
     measured = any("measured" in c["standard"] or c.get("skipped") for c in cases)
     if len(cases) == 1 and not cases[0].get("skipped"):
         return [_compare_single(cases[0], measured)]
-    cols = ["case", "std params", "params", "params x", "std MACs", "MACs", "MACs x",
-            "theory x"]
-    if measured:
-        cols += ["std ms", "ms", "measured x"]
-    t = Table(f"{len(cases)} cases", cols)
+    cols = [*CASES_COLS, *(CASES_TIMED if measured else ())]
+    t = Table(f"{len(cases)} cases", cols, conventions=COUNTING_NOTE)
     for c in cases:
         if c.get("skipped"):
-            t.rows.append([c["name"], *(["-"] * (len(cols) - 2)), "skipped"])
+            t.add([c["name"], *(["-"] * (len(cols) - 3)), "skipped", "-"])
             t.notes.append(f"{c['name']}: skipped: {c['skipped']}")
             continue
         std, cand, red = c["standard"], c["candidate"], c["reduction"]
@@ -211,294 +254,465 @@ def compare_view(env: dict[str, Any]) -> list[Table]:
                fmt_ratio(red["macs"]), fmt_ratio(th["reduction"] if th else None)]
         if measured:
             sm, cm = std.get("measured"), cand.get("measured")
-            row += [f"{sm['median_ms']:.3f}" if sm else "-",
-                    f"{cm['median_ms']:.3f}" if cm else "-",
-                    fmt_speedup(c.get("speedup"), short=True)]
-        t.rows.append(row)
-    t.notes.append(COUNTING_NOTE)
+            row += [_num(sm["median_ms"]) if sm else "-", _num(cm["median_ms"]) if cm else "-",
+                    *_speedup_cells(c.get("speedup"))]
+        t.add(row)
     return [t]
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else Cell(f"{100 * x:.1f}%", x)
+# ------------------------------------------------------------------------- presets
+
+PRESET_COLS = ("stage", "blocks", "output", "params", "MACs", "MAC share")
+PRESET_TIMED = ("median ms", "time share")
+PRESET_FULL = ("full-conv params", "full-conv MACs", "MACs x")
+PRESET_LAYER_COLS = ("stage", "layer", "kind", "output", "params", "MACs")
+COLUMNS["preset_view"] = (*PRESET_COLS, *PRESET_TIMED, *PRESET_FULL, *PRESET_LAYER_COLS)
 
 
-def preset_view(env: dict[str, Any]) -> list[Table]:
+def preset_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     out = []
     for case in env["cases"]:
         m = case["model"]
         fc = case.get("full_conv")
         measured = "measured" in case
-        cols = ["stage", "blocks", "output", "params", "MACs", "MAC share"]
-        if measured:
-            cols += ["median ms", "time share"]
-        if fc:
-            cols += ["full-conv params", "full-conv MACs", "MACs x"]
+        cols = [*PRESET_COLS, *(PRESET_TIMED if measured else ()), *(PRESET_FULL if fc else ())]
         t = Table(f"{m['name']} (width {m['width']}, {m['resolution']}x{m['resolution']}, "
-                  f"{m['classes']} classes, batch {m['batch']}, {m['dtype']})", cols)
+                  f"{m['classes']} classes, batch {m['batch']}, {m['dtype']})", cols,
+                  conventions=COUNTING_NOTE)
         fc_stages = {s["stage"]: s for s in fc["stages"]} if fc else {}
         for s in case["stages"]:
             row = [s["stage"], str(s["blocks"]), fmt_shape(s["output_shape"]),
                    fmt_int(s["params"]), fmt_int(s["macs"]), _pct(s["share_macs"])]
             if measured:
                 sm = s["measured"]
-                row += [f"{sm['median_ms']:.3f}", _pct(sm["share_time"])]
+                row += [_num(sm["median_ms"]), _pct(sm["share_time"])]
             if fc:
                 f = fc_stages[s["stage"]]
                 row += [fmt_int(f["params"]), fmt_int(f["macs"]),
                         fmt_ratio(f["macs"] / s["macs"] if s["macs"] else None)]
-            t.rows.append(row)
-            t.styles.append(None)
+            t.add(row)
         tot = case["totals"]
         row = ["total", str(sum(s["blocks"] for s in case["stages"])),
                fmt_shape(tot["output_shape"]), fmt_int(tot["params"]), fmt_int(tot["macs"]),
                "100.0%"]
         if measured:
-            row += [f"{case['measured']['median_ms']:.3f}", "(whole network)"]
+            row += [_num(case["measured"]["median_ms"]), "(whole network)"]
         if fc:
             ft = fc["totals"]
             row += [fmt_int(ft["params"]), fmt_int(ft["macs"]),
                     fmt_ratio(ft["macs"] / tot["macs"])]
-        t.rows.append(row)
-        t.styles.append("bold")
+        t.add(row, "bold")
         t.notes.extend(line.replace("standard", "network") for line in runtime_notes(
             case, None, None))
         if measured:
             t.notes.append("Time share: each stage's median over the sum of the stage medians "
                            "(stages timed on their own).")
-        t.notes.append(COUNTING_NOTE)
         out.append(t)
         if case.get("layers"):
-            lt = Table(f"{m['name']}: layers", ["stage", "layer", "kind", "output", "params",
-                                                "MACs"])
+            lt = Table(f"{m['name']}: layers", list(PRESET_LAYER_COLS))
             for la in case["layers"]:
-                lt.rows.append([la["stage"], la["name"], la["kind"], fmt_shape(la["output_shape"]),
-                                fmt_int(la["params"]), fmt_int(la["macs"])])
+                lt.add([la["stage"], la["name"], la["kind"], fmt_shape(la["output_shape"]),
+                        fmt_int(la["params"]), fmt_int(la["macs"])])
             out.append(lt)
     return out
 
+
+# ------------------------------------------------------------------------- convert
 
 def _pair(v: list[int] | None) -> str:
     return "-" if v is None else fmt_shape(v)
 
 
-def _f(x: float | None, spec: str = ".4f") -> str:
-    return "-" if x is None else Cell(format(x, spec), x)
+#: plan.py's reasons, shortened for a table cell (the JSON keeps the whole sentence)
+_SHORT_REASONS = (
+    (r"^in_channels (\d+) < --min-channels (\d+)", r"channels \1 < \2"),
+    (r"^already depthwise", "already depthwise"),
+    (r"^1x1 conv", "1x1 (pointwise)"),
+    (r"^not matched by --include", "not in --include"),
+    (r"^excluded by --exclude (.*)$", r"--exclude \1"),
+    (r"^DS form.* not smaller", "DS not smaller"),
+    (r"^weight error (\S+) > --max-error (\S+)", r"error \1 > \2"),
+    (r"overrides Conv2d\.forward", "custom forward"),
+)
 
 
-def convert_view(env: dict[str, Any]) -> list[Table]:
+def short_reason(reason: str | None) -> str:
+    """Why a conv is not converted, in a few words: ``channels 3 < 32`` for
+    ``in_channels 3 < --min-channels 32`` (the JSON keeps the sentence)."""
+    if not reason:
+        return "-"
+    for pattern, short in _SHORT_REASONS:
+        m = re.search(pattern, reason)
+        if m:
+            return m.expand(short)
+    head = reason.split(" (")[0].split(";")[0]
+    return head if len(head) <= 32 else head[:31] + "…"
+
+
+CONVERT_COLS = ("layer", "input", "in>out", "kernel", "stride", "dil", "params before",
+                "params after", "MACs before", "MACs after", "rank/max", "energy",
+                "weight err", "status", "reason")
+COLUMNS["convert_view"] = CONVERT_COLS
+
+
+def _convert_row(la: dict[str, Any]) -> list[str]:
+    rank = "-" if la["rank"] is None else f"{la['rank']}/{la['max_rank']}"
+    name = la["name"] + (f" (= {', '.join(la['aliases'])})" if la["aliases"] else "")
+    converted = la["status"] == "converted"
+    return [
+        name, _pair(la["input_shape"]), f"{la['in_channels']}>{la['out_channels']}",
+        _pair(la["kernel"]), _pair(la["stride"]), _pair(la["dilation"]),
+        fmt_int(la["params_before"]), fmt_int(la["params_after"]),
+        fmt_int(la["macs_before"]), fmt_int(la["macs_after"]), rank,
+        _num(la["energy"]), _num(la["weight_error"]), la["status"],
+        "" if converted else short_reason(la["reason"]),
+    ]
+
+
+def _convert_notes(case: dict[str, Any]) -> list[str]:
+    notes = []
+    tot = case["totals"]
+    if tot["converted"] == 0:
+        notes.append("No eligible layer: the model is unchanged.")
+    if tot.get("model_macs_before") is not None:
+        notes.append(f"Whole model MACs (every op counted, as compare --model): "
+                     f"{fmt_int(tot['model_macs_before'])} -> "
+                     f"{fmt_int(tot['model_macs_after'])}")
+    notes.append(
+        f"Converted {tot['converted']} of {tot['layers']} Conv2d layers; model params "
+        f"{fmt_int(tot['model_params_before'])} -> {fmt_int(tot['model_params_after'])}"
+        + (f"; conv MACs {fmt_int(tot['conv_macs_before'])} -> "
+           f"{fmt_int(tot['conv_macs_after'])}" if tot["conv_macs_before"] is not None
+           else ""))
+    for key in ("fidelity", "fidelity_on_calibration"):
+        fid = case.get(key)
+        if fid:
+            agree = "-" if fid["agreement"] is None else f"{100 * fid['agreement']:.2f}%"
+            if fid.get("agreement_meaningful") is False:
+                agree += (f" (not meaningful: the original puts "
+                          f"{100 * fid['majority_class_share']:.0f}% in one class)")
+            err = fid["rel_output_error"]
+            notes.append(f"Fidelity on the {fid['on']} inputs (n={fid['n']}): top-1 "
+                         f"agreement {agree}, relative output error "
+                         f"{'not finite' if err is None else sig3(err)}")
+    cal = [la for la in case["layers"] if la.get("output_error")]
+    if cal:
+        notes.append("Calibrated (output error on the calibration inputs, SVD -> refit): "
+                     + "; ".join(f"{la['name']} {sig3(la['output_error']['svd'])} -> "
+                                 f"{sig3(la['output_error']['calibrated'])}"
+                                 for la in cal[:8])
+                     + (f"; … {len(cal) - 8} more" if len(cal) > 8 else ""))
+    dist = case.get("distillation")
+    if dist:
+        notes.append(f"Distilled {dist['steps']} steps in {dist['seconds']:.1f} s: output error "
+                     f"on the calibration inputs {sig3(dist['rel_output_error_before'])} -> "
+                     f"{sig3(dist['rel_output_error_after'])}"
+                     + ("" if dist["kept"] else " (no gain: the refit weights kept)")
+                     + "; loss " + ", ".join(f"{sig3(v)} @{s}" for s, v in dist["loss"]))
+    v = case["verification"]
+    if v["verified"]:
+        notes.append(f"Output check (eval, seed {v['seed']}, input "
+                     f"{fmt_shape(v['input_shape'])}): max |diff| "
+                     f"{sig3(v['max_abs_diff'])}, relative {sig3(v['rel_diff'])}")
+    else:
+        notes.append(f"Output check: {v['note']}.")
+    ex = case.get("export")
+    if ex:
+        notes.append(f"Export ({ex['format']}, {fmt_int(ex['bytes'])} bytes): checked on "
+                     f"{fmt_shape(ex['input_shape'])} against the converted model, max |diff| "
+                     f"{sig3(ex['max_abs_diff'])} (allowed {sig3(ex['tolerance'])})")
+    notes.extend(f"Warning: {w}" for w in case.get("warnings") or ())
+    notes.append(case["output_note"])
+    return notes
+
+
+def convert_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     out = []
     for case in env["cases"]:
         t = Table(f"convert {case['name']} (init {case['options']['init']})",
-                  ["layer", "input", "in>out", "kernel", "stride", "dil", "params before",
-                   "params after", "MACs before", "MACs after", "rank/max", "energy",
-                   "weight err", "status"])
+                  list(CONVERT_COLS))
         for la in case["layers"]:
-            rank = "-" if la["rank"] is None else f"{la['rank']}/{la['max_rank']}"
-            name = la["name"] + (f" (= {', '.join(la['aliases'])})" if la["aliases"] else "")
-            t.rows.append([
-                name, _pair(la["input_shape"]), f"{la['in_channels']}>{la['out_channels']}",
-                _pair(la["kernel"]), _pair(la["stride"]), _pair(la["dilation"]),
-                fmt_int(la["params_before"]), fmt_int(la["params_after"]),
-                fmt_int(la["macs_before"]), fmt_int(la["macs_after"]), rank,
-                _f(la["energy"]), _f(la["weight_error"]),
-                la["status"] if la["status"] == "converted" else f"skipped: {la['reason']}",
-            ])
-            t.styles.append(None if la["status"] == "converted" else "dim")
+            t.add(_convert_row(la), None if la["status"] == "converted" else "dim")
             if la.get("note"):
                 t.notes.append(f"{la['name']}: {la['note']}")
-        tot = case["totals"]
-        if tot["converted"] == 0:
-            t.notes.append("No eligible layer: the model is unchanged.")
-        if tot.get("model_macs_before") is not None:
-            t.notes.append(f"Whole model MACs (every op counted, as compare --model): "
-                           f"{fmt_int(tot['model_macs_before'])} -> "
-                           f"{fmt_int(tot['model_macs_after'])}")
-        t.notes.append(
-            f"Converted {tot['converted']} of {tot['layers']} Conv2d layers; model params "
-            f"{fmt_int(tot['model_params_before'])} -> {fmt_int(tot['model_params_after'])}"
-            + (f"; conv MACs {fmt_int(tot['conv_macs_before'])} -> "
-               f"{fmt_int(tot['conv_macs_after'])}" if tot["conv_macs_before"] is not None
-               else ""))
-        for key in ("fidelity", "fidelity_on_calibration"):
-            fid = case.get(key)
-            if fid:
-                agree = ("-" if fid["agreement"] is None
-                         else f"{100 * fid['agreement']:.2f}%")
-                t.notes.append(f"Fidelity on the {fid['on']} inputs (n={fid['n']}): top-1 "
-                               f"agreement {agree}, relative output error "
-                               f"{fid['rel_output_error']:.4g}")
-        cal = [la for la in case["layers"] if la.get("output_error")]
-        if cal:
-            t.notes.append("Calibrated (output error on the calibration inputs, SVD -> refit): "
-                           + "; ".join(f"{la['name']} {la['output_error']['svd']:.3g} -> "
-                                       f"{la['output_error']['calibrated']:.3g}"
-                                       for la in cal[:8]) + (" ..." if len(cal) > 8 else ""))
-        v = case["verification"]
-        if v["verified"]:
-            t.notes.append(f"Output check (eval, seed {v['seed']}, input "
-                           f"{fmt_shape(v['input_shape'])}): max |diff| "
-                           f"{v['max_abs_diff']:.3g}, relative {v['rel_diff']:.3g}")
-        else:
-            t.notes.append(f"Output check: {v['note']}.")
-        t.notes.append(case["output_note"])
+        t.notes.extend(_convert_notes(case))
         out.append(t)
     return out
 
 
-def profile_view(env: dict[str, Any]) -> list[Table]:
-    cases = env["cases"]
-    planned = all(c["verdict"] == "planned" for c in cases)
-    cols = ["case", "source", "params", "MACs"]
-    has_vs = any(c.get("vs") for c in cases)
+# ------------------------------------------------------------------------- profile
+
+PROFILE_COLS = ("case", "source", "params", "MACs")
+PROFILE_TIMED = ("median ms", "IQR ms", "speedup", "theory x", "roofline", "baseline")
+PROFILE_END = ("budget", "verdict")
+COLUMNS["profile_view"] = (*PROFILE_COLS, *PROFILE_TIMED, "vs", *PROFILE_END)
+_FAILED = ("fail", "error")
+
+
+def _is_marginal(c: dict[str, Any]) -> bool:
+    return c.get("verdict") == "marginal" or bool(c.get("marginal"))
+
+
+def verdict_counts(cases: list[dict[str, Any]]) -> str:
+    """Verdicts first: ``1 failed, 0 marginal, 2 passed (3 cases)``."""
+    failed = sum(c.get("verdict") in _FAILED for c in cases)
+    marginal = sum(_is_marginal(c) and c.get("verdict") not in _FAILED for c in cases)
+    planned = sum(c.get("verdict") == "planned" for c in cases)
+    passed = len(cases) - failed - marginal - planned
+    n = f"{len(cases)} case{'s' if len(cases) != 1 else ''}"
+    if planned:
+        return f"{failed} failed, {planned} planned ({n}; dry run: analytic budgets only)"
+    return f"{failed} failed, {marginal} marginal, {passed} passed ({n})"
+
+
+def _profile_row(c: dict[str, Any], planned: bool, has_vs: bool) -> list[str]:
+    a = c["analytic"]
+    row = [c["name"], str(c["source"].get("kind", "-")), fmt_int(a.get("params")),
+           fmt_int(a.get("macs"))]
     if not planned:
-        cols += ["median ms ± IQR", "speedup meas/theory", "roofline", "baseline"]
+        m = c.get("measured")
+        sp = c.get("speedup") or {}
+        b = c.get("baseline")
+        row += [_num(m["median_ms"]) if m else "-", _num(m["iqr_ms"]) if m else "-",
+                fmt_ratio(sp.get("measured")), fmt_ratio(sp.get("theoretical")),
+                _pct(m.get("roofline_fraction")) if m else "-",
+                (f"{100 * b['change']:+.1f}% {b['status']}" if "change" in b
+                 else b["status"]) + (" (cross-env)" if b.get("cross_environment") else "")
+                if b else "-"]
         if has_vs:
-            cols += ["vs: time vs / time model"]
-    cols += ["budget", "verdict"]
-    t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols)
-    for c in cases:
-        src = c["source"]["kind"]
-        a = c["analytic"]
-        row = [c["name"], src, fmt_int(a.get("params")), fmt_int(a.get("macs"))]
-        if not planned:
-            m = c.get("measured")
-            sp = c.get("speedup") or {}
-            b = c.get("baseline")
-            row += [f"{m['median_ms']:.3f} ± {m['iqr_ms']:.3f}" if m else "-",
-                    f"{fmt_ratio(sp.get('measured'))} / {fmt_ratio(sp.get('theoretical'))}"
-                    if sp else "-",
-                    _pct(m.get("roofline_fraction")) if m else "-",
-                    (f"{100 * b['change']:+.1f}% {b['status']}" if "change" in b
-                     else b["status"]) + (" (cross-env)" if b.get("cross_environment") else "")
-                    if b else "-"]
-            if has_vs:
-                vs = c.get("vs")
-                row += [f"{vs['source']}: {fmt_speedup(vs['speedup'], short=True)} "
-                        f"{vs['speedup'].get('verdict', '')}" if vs else "-"]
-        budget = c.get("budget", {})
-        ok = sum(v["ok"] for v in budget.values())
-        pending = c.get("budget_pending", [])
-        btxt = f"{ok}/{len(budget)} met" if budget else "-"
-        if pending:
-            btxt += f" ({', '.join(pending)} need a run)"
-        row += [btxt, c["verdict"].upper() if c["verdict"] in ("fail", "error") else c["verdict"]]
-        t.rows.append(row)
-        t.styles.append("bold red" if c["verdict"] in ("fail", "error") else None)
-        for f in c.get("failures", []):
-            t.notes.append(f"{c['name']}: {f}")
+            vs = c.get("vs")
+            row += [f"{vs['source']}: {fmt_speedup(vs['speedup'], short=True)} "
+                    f"{vs['speedup'].get('verdict', '')}".strip() if vs else "-"]
+    budget = c.get("budget", {})
+    ok = sum(v["ok"] for v in budget.values())
+    pending = c.get("budget_pending", [])
+    btxt = f"{ok}/{len(budget)} met" if budget else "-"
+    if pending:
+        btxt += f" ({', '.join(pending)} need a run)"
+    verdict = "marginal" if _is_marginal(c) and c["verdict"] == "pass" else c["verdict"]
+    return row + [btxt, verdict.upper() if verdict in _FAILED else verdict]
+
+
+def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
+    """Verdict counts and failures first, then one row per case (failed, then marginal,
+    then the rest, each in run order)."""
+    cases = env["cases"]
+    planned = bool(env.get("dry_run")) or (
+        bool(cases) and all(c["verdict"] == "planned" for c in cases))
+    has_vs = any(c.get("vs") for c in cases)
+    cols = [*PROFILE_COLS, *(() if planned else PROFILE_TIMED),
+            *(("vs",) if has_vs and not planned else ()), *PROFILE_END]
+    t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols,
+              conventions=COUNTING_NOTE)
+    t.summary = verdict_counts(cases)
+
+    def rank(c: dict[str, Any]) -> int:
+        return 0 if c["verdict"] in _FAILED else 1 if _is_marginal(c) else 2
+
+    for c in sorted(cases, key=rank):
+        bad = c["verdict"] in _FAILED
+        t.add(_profile_row(c, planned, has_vs), "bold red" if bad else None)
+        t.alerts.extend(f"{c['name']}: {f}" for f in c.get("failures", []))
         if c.get("error"):
-            t.notes.append(f"{c['name']}: could not run: {c['error']}")
+            t.alerts.append(f"{c['name']}: could not run: {c['error']}")
         if c["source"].get("format"):
             t.notes.append(f"{c['name']}: {c['source']['path']} ({c['source']['format']})")
-    s = env.get("summary")
-    if s:
-        t.notes.append(f"{s['passed']} of {s['cases']} case(s) passed"
-                       + (f", {s['failed']} failed" if s["failed"] else ""))
-    t.notes.append(COUNTING_NOTE)
     return [t]
 
 
-def _ds_cells(la: dict[str, Any]) -> list[str]:
+# ------------------------------------------------------------------------- a whole model
+
+MODEL_COLS = ("module", "type", "output", "params", "MACs", "MAC share", "bytes", "FLOP/B")
+#: "ms" includes the modules a row calls, "self ms" excludes them (means of the same forwards)
+MODEL_TIMED = ("ms", "self ms", "time share", "roofline")
+MODEL_VS = ("speedup", "theory x")
+MODEL_DS = ("DS params", "DS MACs", "DS MACs x", "reason")
+COLUMNS["model_view"] = (*MODEL_COLS, *MODEL_TIMED, *MODEL_VS, *MODEL_DS)
+#: ``--sort`` keys: the largest first
+SORTS = ("saving", "macs", "time")
+
+
+def _ds_after(la: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(params, MACs) of this row with its eligible convs converted, or (None, None)."""
     ds = la.get("ds")
     if ds:
-        return [fmt_int(ds["params"]), fmt_int(ds["macs"]), fmt_ratio(ds["reduction_macs"])]
+        return ds["params"], ds["macs"]
     if la.get("macs_if_ds") is not None:  # a module holding eligible convs
-        after = la["macs_if_ds"]
-        return [fmt_int(la["params_if_ds"]), fmt_int(after),
-                fmt_ratio(la["macs"] / after if after else None)]
-    return ["-", "-", "-"]
+        return la["params_if_ds"], la["macs_if_ds"]
+    return None, None
 
 
-def model_view(env: dict[str, Any]) -> list[Table]:
+def _ds_cells(la: dict[str, Any], parents: set[str]) -> list[str]:
+    params, macs = _ds_after(la)
+    if params is not None:
+        return [fmt_int(params), fmt_int(macs),
+                fmt_ratio(la["macs"] / macs if macs else None), ""]
+    if la.get("ds_skipped"):
+        why = short_reason(la["ds_skipped"])
+    elif la["name"] in parents or la["depth"] == 0:
+        why = "no eligible conv"
+    else:
+        why = "not a conv"
+    return ["-", "-", "-", why]
+
+
+def _sort_key(how: str) -> Any:
+    def key(la: dict[str, Any]) -> float:
+        if how == "macs":
+            return la["macs"]
+        if how == "time":
+            mt = la.get("measured")
+            return mt.get("inclusive_ms", mt["median_ms"]) if mt else -1.0
+        macs = _ds_after(la)[1]
+        return la["macs"] - macs if macs is not None else 0
+
+    return key
+
+
+def _parents(names: Iterable[str]) -> set[str]:
+    """Every module name that has a child among ``names`` (dotted paths)."""
+    out: set[str] = set()
+    for n in names:
+        parts = n.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
+
+
+def _module_rows(case: dict[str, Any], layout: Layout) -> tuple[list[dict[str, Any]], int]:
+    """The rows shown (to ``depth_shown``; with ``--sort``, the innermost shown modules,
+    largest first, under the model row; ``--top`` keeps the first N) and how many more
+    there were."""
+    depth = case.get("depth_shown", 3)
+    rows = [la for la in case["layers"] if la["depth"] <= depth]
+    if layout.sort:
+        shown_parents = _parents(la["name"] for la in rows)
+        inner = [la for la in rows if la["depth"] > 0 and la["name"] not in shown_parents]
+        top = [la for la in rows if la["depth"] == 0]
+        rows = top + sorted(inner, key=_sort_key(layout.sort), reverse=True)
+    if layout.top is None:
+        return rows, 0
+    head = [la for la in rows if la["depth"] == 0]
+    body = [la for la in rows if la["depth"] > 0]
+    return head + body[:layout.top], max(0, len(body) - layout.top)
+
+
+def _time_cells(la: dict[str, Any]) -> list[str]:
+    """ms (inclusive), self ms, time share (of the hooked whole), roofline; a row hooks
+    could not time says why (``fused``, the runtime) instead of a share."""
+    mt = la.get("measured")
+    if not mt:
+        why = la.get("unattributed")
+        return [why.split(":")[0] if why else "-", "-", "-", "-"]
+    own = mt.get("self_ms") if la["depth"] else None  # the model's own is "(other)"
+    return [_num(mt.get("inclusive_ms", mt["median_ms"])), _num(own), _pct(mt["share_time"]),
+            _pct(mt["roofline_fraction"])]
+
+
+def _model_table(case: dict[str, Any], layout: Layout) -> Table:
+    m = case["model"]
+    measured, has_vs = "measured" in case, bool(case.get("vs"))
+    cols = [*MODEL_COLS, *(MODEL_TIMED if measured else ()), *(MODEL_VS if has_vs else ()),
+            *MODEL_DS]
+    t = Table(f"{case['name']} (input {fmt_shape(m['input_shape'])}, counted on "
+              f"{m['counted_on'].split(' ')[0]})", cols, conventions=MODEL_COUNTING_NOTE)
+    parents = _parents(la["name"] for la in case["layers"])
+    rows, rest = _module_rows(case, layout)
+    for la in rows:
+        row = [la["name"] if la["depth"] else "(model)", la["type"],
+               fmt_shape(la["output_shape"] or []), fmt_int(la["params"]),
+               fmt_int(la["macs"]), _pct(la["share_macs"]), fmt_bytes(la["bytes"]),
+               _num(la["flop_per_byte"])]
+        if measured:
+            row += _time_cells(la)
+        if has_vs:
+            sp = la.get("speedup")
+            row += ([fmt_ratio(sp["measured"]), fmt_ratio(sp["theoretical"])] if sp
+                    else ["-", "-"])
+        row += _ds_cells(la, parents)
+        flat = layout.sort is not None
+        t.add(row, "bold" if la["depth"] == 0 else None,
+              0 if flat else max(0, la["depth"] - 1))
+    if rest:
+        t.notes.append(f"… {rest} more module(s) (--top {layout.top} shows the first "
+                       f"{layout.top}{', by ' + layout.sort if layout.sort else ''})")
+    tot = case["totals"]
+    if measured and tot.get("other_ms") is not None:
+        row = ["(other)", *[""] * 7,  # outside the top-level modules (see the note)
+               _num(tot["other_ms"]), _num(tot["other_ms"]), _pct(tot.get("other_share")), ""]
+        t.add(row + [""] * (len(cols) - len(row)), "dim")
+    return t
+
+
+def model_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     """A saved model or an architecture: per-module counts (to ``depth_shown``), the DS form
-    of every eligible conv, the ops that could not be counted, and timings if measured."""
+    of every eligible conv (or why not), the ops that could not be counted, and timings if
+    measured."""
     out = []
     for case in env["cases"]:
-        m, tot, opp = case["model"], case["totals"], case["ds_opportunity"]
-        depth = case.get("depth_shown", 3)
-        measured = "measured" in case
-        cols = ["module", "type", "output", "params", "MACs", "MAC share", "bytes", "FLOP/B"]
-        if measured:
-            cols += ["median ms", "time share", "roofline"]
-        if case.get("vs"):
-            cols += ["speedup meas/theory"]
-        cols += ["DS params", "DS MACs", "DS MACs x"]
-        t = Table(f"{case['name']} (input {fmt_shape(m['input_shape'])}, counted on "
-                  f"{m['counted_on'].split(' ')[0]})", cols)
-        for la in case["layers"]:
-            if la["depth"] > depth:
-                continue
-            indent = "  " * max(0, la["depth"] - 1)
-            name = la["name"] if la["depth"] else "(model)"
-            row = [indent + name, la["type"], fmt_shape(la["output_shape"] or []),
-                   fmt_int(la["params"]), fmt_int(la["macs"]), _pct(la["share_macs"]),
-                   fmt_bytes(la["bytes"]), _f(la["flop_per_byte"], ".1f")]
-            if measured:
-                mt = la.get("measured")
-                row += ([_f(mt["median_ms"], ".3f"), _pct(mt["share_time"]),
-                         _pct(mt["roofline_fraction"])] if mt else ["-", "-", "-"])
-            if case.get("vs"):
-                sp = la.get("speedup")
-                row += [f"{fmt_ratio(sp['measured'])} / {fmt_ratio(sp['theoretical'])}"
-                        if sp else "-"]
-            row += _ds_cells(la)
-            t.rows.append(row)
-            t.styles.append("bold" if la["depth"] == 0 else None)
-        if measured and tot.get("other_ms") is not None:
-            row = ["other (outside top-level modules)", "", "", "", "", "", "", ""]
-            row += [_f(tot["other_ms"], ".3f"), _pct(tot.get("other_share")), ""]
-            row += [""] * (len(cols) - len(row))
-            t.rows.append(row)
-            t.styles.append("dim")
-        t.notes.append(
-            f"Totals: {fmt_int(tot['params'])} params, {fmt_int(tot['macs'])} MACs, "
-            f"{fmt_int(tot['elementwise_ops'])} elementwise ops, {fmt_bytes(tot['bytes'])} "
-            f"moved; output {fmt_shape(tot['output_shape'])}.")
-        t.notes.append(
-            f"DS opportunity (depth multiplier {opp['depth_multiplier']}, "
-            f"{opp['eligible_convs']} eligible conv(s)): MACs {fmt_int(opp['macs_now'])} -> "
-            f"{fmt_int(opp['macs_after'])} ({fmt_ratio(opp['reduction_macs'])}), params "
-            f"{fmt_int(opp['params_now'])} -> {fmt_int(opp['params_after'])} "
-            f"({fmt_ratio(opp['reduction_params'])}).")
-        t.notes.extend(runtime_notes(case, None, None))
-        if measured:
-            mm = case["measured"]
-            t.notes.append(f"Whole model: {mm['median_ms']:.3f} ms median "
-                           f"({mm['memory_format']}); per-module times: "
-                           f"{case.get('attribution', '-')}.")
-        vs, sp = case.get("vs"), case.get("speedup")
-        if vs and vs.get("totals"):
-            vt = vs["totals"]
-            t.notes.append(f"--vs {vs['source']}: {fmt_int(vt['params'])} params, "
-                           f"{fmt_int(vt['macs'])} MACs; {len(vs.get('layers', []))} common "
-                           f"module(s) differ, {vs.get('only_in_model', 0)} only in the model, "
-                           f"{vs.get('only_in_vs', 0)} only in --vs.")
-            for d in vs.get("layers", [])[:10]:
-                t.notes.append(f"  {d['name'] or '(model)'}: params {fmt_int(d['params'][0])} "
-                               f"-> {fmt_int(d['params'][1])}, MACs {fmt_int(d['macs'][0])} -> "
-                               f"{fmt_int(d['macs'][1])}")
-        if sp and vs:
-            if vs["kind"] == "ds":
-                t.notes.append(f"Measured speedup of the DS form (time now / time converted): "
-                               f"{fmt_speedup(sp)}; theoretical {fmt_ratio(sp['theoretical'])} "
-                               "(MACs now / MACs converted).")
-            else:
-                t.notes.append(f"Measured speedup over --vs {vs['source']} (time vs / time "
-                               f"model): {fmt_speedup(sp)}; MACs ratio "
-                               f"{fmt_ratio(sp['theoretical'])}.")
-        if not m["counted_on"].startswith("meta"):
-            t.notes.append(f"Counted on {m['counted_on']}.")
-        unc = case["uncounted"]
-        if unc:
-            t.notes.append("Uncounted ops (not in MACs or elementwise ops): " + "; ".join(
-                f"{u['op']} x{u['calls']} in {', '.join(n or '(model)' for n in u['modules'])}"
-                for u in unc))
-        else:
-            t.notes.append("Every op with an output was counted (MACs, elementwise or free).")
-        t.notes.append(MODEL_COUNTING_NOTE)
+        t = _model_table(case, layout)
+        t.notes.extend(_model_notes(case))
         out.append(t)
     return out
+
+
+def _vs_notes(case: dict[str, Any]) -> list[str]:
+    notes = []
+    vs, sp = case.get("vs"), case.get("speedup")
+    if vs and vs.get("totals"):
+        vt, diffs = vs["totals"], vs.get("layers", [])
+        notes.append(f"--vs {vs['source']}: {fmt_int(vt['params'])} params, "
+                     f"{fmt_int(vt['macs'])} MACs; {len(diffs)} common "
+                     f"module(s) differ, {vs.get('only_in_model', 0)} only in the model, "
+                     f"{vs.get('only_in_vs', 0)} only in --vs.")
+        for d in diffs[:10]:
+            notes.append(f"  {d['name'] or '(model)'}: params {fmt_int(d['params'][0])} "
+                         f"-> {fmt_int(d['params'][1])}, MACs {fmt_int(d['macs'][0])} -> "
+                         f"{fmt_int(d['macs'][1])}")
+        notes.extend(more(10, len(diffs)))
+    if sp and vs:
+        if vs["kind"] == "ds":
+            notes.append(f"Measured speedup of the DS form (time now / time converted): "
+                         f"{fmt_speedup(sp)}; theoretical {fmt_ratio(sp['theoretical'])} "
+                         "(MACs now / MACs converted).")
+        else:
+            notes.append(f"Measured speedup over --vs {vs['source']} (time vs / time "
+                         f"model): {fmt_speedup(sp)}; MACs ratio "
+                         f"{fmt_ratio(sp['theoretical'])}.")
+    return notes
+
+
+def _model_notes(case: dict[str, Any]) -> list[str]:
+    m, tot, opp = case["model"], case["totals"], case["ds_opportunity"]
+    notes = [
+        f"Totals: {fmt_int(tot['params'])} params, {fmt_int(tot['macs'])} MACs, "
+        f"{fmt_int(tot['elementwise_ops'])} elementwise ops, {fmt_bytes(tot['bytes'])} "
+        f"moved; output {fmt_shape(tot['output_shape'])}.",
+        f"DS opportunity (depth multiplier {opp['depth_multiplier']}, "
+        f"{opp['eligible_convs']} eligible conv(s)): MACs {fmt_int(opp['macs_now'])} -> "
+        f"{fmt_int(opp['macs_after'])} ({fmt_ratio(opp['reduction_macs'])}), params "
+        f"{fmt_int(opp['params_now'])} -> {fmt_int(opp['params_after'])} "
+        f"({fmt_ratio(opp['reduction_params'])})."]
+    notes.extend(runtime_notes(case, None, None))
+    if "measured" in case:
+        mm = case["measured"]
+        notes.append(f"Whole model: {fmt_ms(mm['median_ms'])} median "
+                     f"({mm['memory_format']}); per-module times: "
+                     f"{case.get('attribution', '-')}.")
+        if tot.get("attributed_ms") is not None:
+            notes.append(f"Hooked whole: {fmt_ms(tot['attributed_ms'])} per forward, "
+                         f"{fmt_ms(tot['unhooked_ms'])} without hooks in the same runs "
+                         f"(hooks add {100 * (tot['hook_overhead'] or 0):+.1f}%).")
+    notes.extend(_vs_notes(case))
+    if not m["counted_on"].startswith("meta"):
+        notes.append(f"Counted on {m['counted_on']}.")
+    unc = case["uncounted"]
+    if unc:
+        notes.append("Uncounted ops (not in MACs or elementwise ops): " + "; ".join(
+            f"{u['op']} x{u['calls']} in {', '.join(n or '(model)' for n in u['modules'])}"
+            for u in unc))
+    else:
+        notes.append("Every op with an output was counted (MACs, elementwise or free).")
+    return notes
 
 
 MODEL_COUNTING_NOTE = (

@@ -11,11 +11,13 @@ from typing import Any
 
 from ..cost import flops
 from ..errors import InputError
+from ..options import MeasureOptions, did_you_mean
 from ..plan import PlanOptions, decide
 from ..results import DsForm, ModelAnalysis, ModuleRow, ModuleTime, Speedup, UncountedOp
 from . import Hooks
 
-__all__ = ["ModelSource", "analyse", "load_source", "looks_like_file"]
+__all__ = ["ModelSource", "NetworkRequest", "analyse", "analyse_network", "load_source",
+           "looks_like_file"]
 
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
@@ -207,30 +209,66 @@ def versus(spec: str, model: Any, src: ModelSource, shape: tuple[int, ...], plan
         other = Other("file", spec, load_source(vsrc, weights=True, hooks=hooks))
     else:
         raise InputError(f"Invalid value for '--vs': {spec!r} is not ds, a preset "
-                         f"({', '.join(PRESETS)}) or a model file")
+                         f"({', '.join(PRESETS)}) or a model file",
+                         hint=did_you_mean(spec, ("ds", *PRESETS)))
     other.analysis = analyse(other.model, ModelSource(arch=other.label), shape, plan,
                              name=other.label)
     return other
 
 
+# --------------------------------------------------------------------------- the request
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """A whole-network analysis as the command line (or a config) asks for it."""
+
+    source: ModelSource
+    input_shape: tuple[int, ...]
+    plan: PlanOptions
+    #: module depth the table shows (and per-module times are taken to)
+    depth: int = 3
+    #: ``--vs``: ds, a preset name or a model file
+    vs: str | None = None
+    vs_arch: str | None = None
+    vs_arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def analyse_network(request: NetworkRequest, opts: MeasureOptions | None, recalibrate: bool,
+                    hooks: Hooks = Hooks()) -> tuple[ModelAnalysis, dict[str, Any] | None]:
+    """Load (or build) the model, count it per module with its DS opportunity, compare it
+    with ``--vs``, and with ``opts`` measure it. Returns the analysis and the environment
+    (None unless measured)."""
+    weights = opts is not None
+    net = load_source(request.source, weights=weights, hooks=hooks)
+    result = analyse(net, request.source, request.input_shape, request.plan)
+    other = None
+    if request.vs is not None:
+        other = versus(request.vs, net, request.source, request.input_shape, request.plan,
+                       request.vs_arch, request.vs_arch_kwargs, weights=weights, hooks=hooks)
+        result = other.annotate(result)
+    if opts is None:
+        return result, None
+    return measure(result, net, request.input_shape, request.plan, other, opts, recalibrate,
+                   request.depth, hooks)
+
+
 # --------------------------------------------------------------------------- measuring
 
 def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
-            plan: PlanOptions, other: Other | None, opts: Any, recalibrate: bool, depth: int,
-            hooks: Hooks = Hooks()) -> tuple[ModelAnalysis, dict[str, Any]]:
+            plan: PlanOptions, other: Other | None, opts: MeasureOptions, recalibrate: bool,
+            depth: int, hooks: Hooks = Hooks()) -> tuple[ModelAnalysis, dict[str, Any]]:
     """Whole-model medians per layout; each module's time (hooks) beside its MAC share and
     roofline fraction; with ``other`` (``--vs``) an interleaved A/B of the two models:
     speedup = time(other) / time(model), with its 95% interval, and per-module speedups
     where the modules match (``--vs ds``). Returns the analysis and the environment."""
     import copy
 
-    from ..stats import compare_samples
+    from ..stats import compare_samples, sig
     from ..torch_backend.measure import (
         ab_modules,
         check_memory,
         measure_all,
         measure_module,
-        module_times,
         open_session,
     )
 
@@ -244,22 +282,17 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
         best, by_fmt, by_rt = measure_all(lambda: copy.deepcopy(model), input_shape, cost,
                                           session)
         advance(f"{analysis.name}: per module")
-        per = module_times(copy.deepcopy(model), input_shape, best.memory_format, session,
-                           max_depth=depth)
-        out = _with_times(analysis, per, best.median_ms, session)
+        per = _module_times(model, input_shape, best.memory_format, session, depth)
+        out = _with_times(analysis, per, session, depth)
         out = dataclasses.replace(out, measured=best, measured_by_format=by_fmt,
-                                  measured_by_runtime=by_rt,
-                                  attribution="forward pre/post hooks around each module "
-                                  "(one synchronised clock per call, median of the runs); "
-                                  "'other' = whole-model median minus the top-level modules")
+                                  measured_by_runtime=by_rt)
         if other is None or other.analysis is None:
             return out, session.environment
         advance(f"{other.label}: whole model")
         o_best, _ = measure_module(lambda: copy.deepcopy(other.model), input_shape,
                                    _as_cost(other.analysis, e), session)
         advance(f"{other.label}: per module")
-        o_per = module_times(copy.deepcopy(other.model), input_shape, o_best.memory_format,
-                             session, max_depth=depth)
+        o_per = _module_times(other.model, input_shape, o_best.memory_format, session, depth)
         advance(f"{analysis.name} vs {other.label}: A/B")
         mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, best.memory_format,
                                   lambda: copy.deepcopy(other.model), input_shape,
@@ -267,7 +300,8 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
     rows = []
     for r in out.layers:
-        t_mine, t_theirs = per.get(_key(r.name)), o_per.get(_key(r.name))
+        t_mine = per.inclusive.get(_key(r.name)) if per else None
+        t_theirs = o_per.inclusive.get(_key(r.name)) if o_per else None
         macs_ds = r.ds.macs if r.ds is not None else r.macs_if_ds
         if other.kind == "ds" and macs_ds and t_mine and t_theirs:
             r = dataclasses.replace(r, speedup=Speedup(
@@ -278,12 +312,12 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     # speedup of the model over what it is compared with: time(vs) / time(model); for
     # --vs ds the question is the other way round (how much the conversion buys)
     if other.kind == "ds":
-        sp = Speedup(measured=round(best.median_ms / o_best.median_ms, 4),
+        sp = Speedup(measured=sig(best.median_ms / o_best.median_ms),
                      theoretical=round(analysis.totals["macs"] / o_macs, 4) if o_macs else None,
                      memory_format=o_best.memory_format).with_ab(
             compare_samples(theirs.samples_ms or [], mine.samples_ms or []))
     else:
-        sp = Speedup(measured=round(o_best.median_ms / best.median_ms, 4),
+        sp = Speedup(measured=sig(o_best.median_ms / best.median_ms),
                      theoretical=round(o_macs / analysis.totals["macs"], 4)
                      if analysis.totals["macs"] else None,
                      memory_format=best.memory_format).with_ab(ab)
@@ -312,21 +346,76 @@ def _as_cost(a: ModelAnalysis, e: int) -> Any:
                 dtype_bytes=e)
 
 
-def _with_times(a: ModelAnalysis, per: dict[str, float], whole_ms: float,
-                session: Any) -> ModelAnalysis:
+def _module_times(model: Any, input_shape: tuple[int, ...], memory_format: str,
+                  session: Any, depth: int) -> Any:
+    """Per-module times (``torch_backend.measure.ModuleTimes``) of a copy of ``model``, or
+    None where hooks cannot attribute: a runtime other than eager (torch.compile fuses
+    across modules, ONNX Runtime runs a graph with no modules in it)."""
+    import copy
+
+    from ..torch_backend.measure import module_times
+
+    if session.runtime.name != "eager":
+        return None
+    return module_times(copy.deepcopy(model), input_shape, memory_format, session,
+                        max_depth=depth)
+
+
+def _attribution(per: Any, session: Any, depth: int) -> str:
+    """How the per-module times were taken (the case's ``attribution``)."""
+    if per is None:
+        return (f"none: the {session.runtime.name} runtime fuses or replaces the modules, so "
+                "hooks cannot time them (use --runtime eager for per-module times)")
+    sync = "; CUDA synchronised at each hook" if session.device.type == "cuda" else ""
+    return (f"forward pre/post hooks on modules to depth {depth}, means of the same "
+            f"{per.runs} hooked forwards{sync}: 'ms' includes the modules a module calls, "
+            "'self' excludes them; the top-level modules plus 'other' (outside them, hook "
+            "costs around them included) make the hooked whole")
+
+
+def _row_time(r: ModuleRow, per: Any, whole: float, session: Any) -> ModuleTime | None:
     from ..torch_backend.timing import roofline_bound_ms
 
+    key = _key(r.name)
+    ms = per.inclusive.get(key)
+    if ms is None:
+        return None
+    own = per.own[key]
+    bound = roofline_bound_ms(r.flops, r.bytes, session.calibration)
+    return ModuleTime(
+        median_ms=round(per.medians[key], 6), share_time=round(ms / whole, 4) if whole else 0.0,
+        roofline_fraction=round(bound / ms, 4) if ms else None, inclusive_ms=round(ms, 6),
+        self_ms=round(own, 6), self_share=round(own / whole, 4) if whole else 0.0)
+
+
+def _unattributed(r: ModuleRow, per: Any, depth: int, runtime: str) -> str | None:
+    """Why a row shown at this depth has no time (the word before ':' is the table's)."""
+    if r.depth > depth:
+        return None
+    if per is None:
+        return f"{runtime}: the {runtime} runtime runs no modules that hooks could time"
+    if _key(r.name) in per.hooked:
+        return ("fused: hooked but never called through its own forward (its caller runs "
+                "it); its time is in the caller's self time")
+    return None
+
+
+def _with_times(a: ModelAnalysis, per: Any, session: Any, depth: int) -> ModelAnalysis:
+    """Each row's inclusive and self time from the same hooked forwards; "other" is the
+    root's self time, so the top-level rows' inclusive times plus "other" (and every row's
+    self time plus "other") equal the hooked whole by construction."""
     rows = []
     for r in a.layers:
-        ms = per.get(_key(r.name))
-        if ms is not None:
-            bound = roofline_bound_ms(r.flops, r.bytes, session.calibration)
-            r = dataclasses.replace(r, measured=ModuleTime(
-                median_ms=round(ms, 6), share_time=round(ms / whole_ms, 4) if whole_ms else 0.0,
-                roofline_fraction=round(bound / ms, 4) if ms else None))
-        rows.append(r)
-    top = [r for r in rows if r.depth == 1 and r.measured]
-    other = whole_ms - sum(r.measured.median_ms for r in top if r.measured)
+        mt = _row_time(r, per, per.whole_ms, session) if per else None
+        why = None if mt else _unattributed(r, per, depth, session.runtime.name)
+        rows.append(dataclasses.replace(r, measured=mt, unattributed=why))
+    out = dataclasses.replace(a, layers=rows, attribution=_attribution(per, session, depth))
+    if per is None:
+        return out
+    whole, other = per.whole_ms, per.own.get("", 0.0)
     totals = {**a.totals, "other_ms": round(other, 6),
-              "other_share": round(other / whole_ms, 4) if whole_ms else None}
-    return dataclasses.replace(a, layers=rows, totals=totals)
+              "other_share": round(other / whole, 4) if whole else None,
+              "attributed_ms": round(whole, 6), "unhooked_ms": round(per.unhooked_ms, 6),
+              "hook_overhead": round(whole / per.unhooked_ms - 1, 4) if per.unhooked_ms
+              else None}
+    return dataclasses.replace(out, totals=totals)

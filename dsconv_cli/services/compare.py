@@ -9,8 +9,17 @@ from typing import Any
 
 from ..cases import LayerCase
 from ..cost import DTYPE_BYTES, cost_sequence
+from ..fmt import fmt_x
+from ..options import MeasureOptions
 from ..presets import Preset, full_conv
-from ..results import ComparedCase, Measurement, Side, Speedup
+from ..results import (
+    ComparedCase,
+    Measurement,
+    PresetFullConv,
+    PresetResult,
+    Side,
+    Speedup,
+)
 from . import Hooks
 
 __all__ = ["MeasuredRun", "analyse_preset", "explain", "measure_layer", "measure_layers",
@@ -29,13 +38,13 @@ class MeasuredRun:
     runtime_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _session(opts: Any, recalibrate: bool, hooks: Hooks) -> Any:
+def _session(opts: MeasureOptions, recalibrate: bool, hooks: Hooks) -> Any:
     from ..torch_backend.measure import open_session
 
     return open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
 
 
-def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
+def measure_layers(cases: list[LayerCase], opts: MeasureOptions, recalibrate: bool,
                    hooks: Hooks = Hooks()) -> MeasuredRun:
     """Measure every case; a case that cannot run is reported and the rest go on; Ctrl-C
     keeps the cases measured so far."""
@@ -65,7 +74,7 @@ def measure_layers(cases: list[LayerCase], opts: Any, recalibrate: bool,
 def measure_layer(case: LayerCase, session: Any,
                   advance: Any = None) -> ComparedCase:
     """One layer case timed: the standard side, the candidate block and each of its parts."""
-    from ..stats import compare_samples
+    from ..stats import compare_samples, sig
     from ..torch_backend.build import build
     from ..torch_backend.measure import (
         SkipCase,
@@ -107,7 +116,7 @@ def measure_layer(case: LayerCase, session: Any,
                                  std.input_shape, standard.measured.memory_format, session)
     ab = compare_samples(cand_ab.samples_ms or [], std_ab.samples_ms or [])
     speedup = Speedup(
-        measured=round(standard.measured.median_ms / candidate.measured.median_ms, 4),
+        measured=sig(standard.measured.median_ms / candidate.measured.median_ms),
         theoretical=base.reduction.macs, memory_format=candidate.measured.memory_format,
     ).with_ab(ab)
     out = dataclasses.replace(base, standard=standard, candidate=candidate, speedup=speedup,
@@ -153,7 +162,13 @@ def implausible_speedup(case: ComparedCase) -> str | None:
     """A measured speedup above the theoretical one by more than the measurement noise:
     fewer MACs cannot make a block faster than that, so the run was noisy (on a 2-core
     machine one 32 ms outlier once made a "190x")."""
-    sp, std, cand = case.speedup, case.standard.measured, case.candidate.measured
+    return speedup_flag(case.speedup, case.standard.measured, case.candidate.measured)
+
+
+def speedup_flag(sp: Speedup | None, std: Measurement | None, cand: Measurement | None
+                 ) -> str | None:
+    """:func:`implausible_speedup` on its parts (``profile`` judges its speedups here too):
+    the speedup of ``cand`` over ``std`` against the theoretical one."""
     if sp is None or sp.measured is None or not sp.theoretical or std is None or cand is None:
         return None
     value = headline(sp)
@@ -207,26 +222,26 @@ def explain(case: ComparedCase) -> str:
         reasons.append(f"launch overhead: the block takes only {cand.median_ms * 1e3:.0f} us, "
                        "so per-call overhead weighs as much as the arithmetic")
     if theory and abs(measured - theory) <= 0.2 * theory:
-        head = f"measured {measured:.2f}x is close to the theoretical {theory:.2f}x"
+        head = f"measured {fmt_x(measured)} is close to the theoretical {fmt_x(theory)}"
         return head + ("; " + reasons[0] if reasons else "")
-    head = f"measured {measured:.2f}x vs theoretical {theory:.2f}x"
+    head = f"measured {fmt_x(measured)} vs theoretical {fmt_x(theory)}"
     return head + (": " + "; ".join(reasons) if reasons else "")
 
 
 # --------------------------------------------------------------------------- presets
 
 def analyse_preset(preset: Preset, batch: int, dtype: str, per_layer: bool,
-                   vs_full_conv: bool) -> dict[str, Any]:
-    d = preset.to_dict(batch, dtype, per_layer)
+                   vs_full_conv: bool) -> PresetResult:
+    d = preset.result(batch, dtype, per_layer)
     if vs_full_conv:
-        fc = full_conv(preset).to_dict(batch, dtype)
-        d["full_conv"] = {"totals": fc["totals"], "stages": fc["stages"]}
+        fc = full_conv(preset).result(batch, dtype)
+        d = dataclasses.replace(d, full_conv=PresetFullConv(fc.totals, fc.stages))
     return d
 
 
 def measure_preset(preset: Preset, batch: int, dtype: str, per_layer: bool,
-                   vs_full_conv: bool, opts: Any, recalibrate: bool,
-                   hooks: Hooks = Hooks()) -> tuple[dict[str, Any], dict[str, Any]]:
+                   vs_full_conv: bool, opts: MeasureOptions, recalibrate: bool,
+                   hooks: Hooks = Hooks()) -> tuple[PresetResult, dict[str, Any]]:
     """The preset case with the whole network and each stage timed. Returns the case and
     the environment."""
     session = _session(opts, recalibrate, hooks)
@@ -237,7 +252,7 @@ def measure_preset(preset: Preset, batch: int, dtype: str, per_layer: bool,
 
 def measure_preset_in(preset: Preset, batch: int, dtype: str, session: Any,
                       advance: Any = None, per_layer: bool = False,
-                      vs_full_conv: bool = False) -> dict[str, Any]:
+                      vs_full_conv: bool = False) -> PresetResult:
     """Time the whole network and each stage in an open session; each stage gets its share
     of the summed stage times (stages are timed on their own)."""
     from ..torch_backend.build import build_preset, build_sequence
@@ -252,23 +267,17 @@ def measure_preset_in(preset: Preset, batch: int, dtype: str, session: Any,
         advance(f"{preset.name}: whole network")
     whole, _, by_rt = measure_all(partial(build_preset, preset), total.input_shape, total,
                                   session)
-    if by_rt:
-        d["measured_by_runtime"] = by_rt
     stage_times: list[tuple[Measurement, dict[str, Measurement] | None]] = []
-    for st in d["stages"]:
-        layers = preset.stage_layers(st["stage"])
+    for st in d.stages:
+        layers = preset.stage_layers(st.stage)
         c = cost_sequence(layers, layer_costs[layers[0][0]].input_shape, DTYPE_BYTES[dtype])
         if advance:
-            advance(f"{preset.name}: {st['stage']}")
+            advance(f"{preset.name}: {st.stage}")
         stage_times.append(measure_module(partial(build_sequence, layers), c.input_shape,
                                           c, session))
     summed = sum(m.median_ms for m, _ in stage_times)
-    d["measured"] = whole
-    stages = []
-    for st, (m, by_fmt) in zip(d["stages"], stage_times, strict=True):
-        st = {**st, "measured": m.with_share(m.median_ms / summed)}
-        if by_fmt:
-            st["measured_by_format"] = by_fmt
-        stages.append(st)
-    d["stages"] = stages
-    return d
+    stages = [dataclasses.replace(st, measured=m.with_share(m.median_ms / summed),
+                                  measured_by_format=by_fmt or None)
+              for st, (m, by_fmt) in zip(d.stages, stage_times, strict=True)]
+    return dataclasses.replace(d, stages=stages, measured_by_runtime=by_rt or None,
+                               measured=whole)

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DsconvError, InputError
-from ..gate import check_budget, compare_baseline, env_mismatch, peak_scale
+from ..errors import DsconvError, InputError, describe, is_real_interrupt
+from ..gate import MEASURED_METRICS, budget_failures, check_budget
 from ..results import ProfileCaseResult, Speedup, to_json
+from ..stats import sig
 from ..suite import PlannedCase
 from . import Hooks
 
-__all__ = ["ProfileRun", "apply_baseline", "plan_results", "run_profile", "timed_seconds"]
-
-#: budget metrics only a measurement can check
-MEASURED_METRICS = ("max_latency_ms", "min_speedup")
+__all__ = ["ProfileRun", "plan_results", "run_profile", "timed_seconds"]
 
 
 @dataclass(frozen=True)
@@ -66,10 +65,11 @@ def plan_results(cfg: Any, planned: list[PlannedCase]) -> list[ProfileCaseResult
                 raise cfg.error(f"arch {m.arch!r}: {problem}", (*key, "arch"))
         analytic = pc.analytic(cfg.batch, cfg.dtype)
         static = {k: v for k, v in pc.budget.items() if k not in MEASURED_METRICS}
+        budget = check_budget(static, analytic) if "needs" not in analytic else {}
+        failures = budget_failures(budget)
         out.append(ProfileCaseResult(
-            name=pc.name, source=source, analytic=analytic,
-            budget=check_budget(static, analytic) if "needs" not in analytic else {},
-            verdict="planned",
+            name=pc.name, source=source, analytic=analytic, budget=budget,
+            verdict="fail" if failures else "planned", failures=failures or None,
             budget_pending=[k for k in pc.budget
                             if k in MEASURED_METRICS or "needs" in analytic]))
     return out
@@ -77,7 +77,8 @@ def plan_results(cfg: Any, planned: list[PlannedCase]) -> list[ProfileCaseResult
 
 def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
                 hooks: Hooks = Hooks(),
-                before_cases: Callable[[dict[str, Any]], None] | None = None) -> ProfileRun:
+                before_cases: Callable[[dict[str, Any]], None] | None = None,
+                strict: bool = False) -> ProfileRun:
     """Run every planned case; a case that cannot run is an ``error`` verdict and the rest
     go on. Models are loaded first: an unsafe or broken file is a config error (exit 2)
     before anything is measured."""
@@ -90,9 +91,9 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     names = [cfg.runtime] if isinstance(cfg.runtime, str) else list(cfg.runtime)
     opts = MeasureOptions(cfg.device, cfg.dtype, cfg.threads, fmts, cfg.timing.min_time,
                           cfg.timing.warmup, runtimes=tuple(dict.fromkeys(names)) or ("eager",))
-    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn)
-    if before_cases is not None:
-        before_cases(session.environment)
+    # before_cases (--strict-env) sees the environment before any calibration is taken
+    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn,
+                           on_environment=before_cases)
     models, others = {}, {}
     for pc in planned:
         if pc.model is not None:
@@ -116,14 +117,15 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
         for pc in planned:
             try:
                 result = _run_case(pc, cfg, session, models.get(pc.name),
-                                   others.get(pc.name))
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            except (Exception, SystemExit) as e:  # user code never decides the exit code
+                                   others.get(pc.name), strict)
+                for flag in result.flags or []:
+                    hooks.warn(f"{pc.name}: {flag}")
+            except BaseException as e:  # user code never decides the exit code
+                if is_real_interrupt(e):  # the user's Ctrl-C or SIGTERM, not a forward's
+                    interrupted = True
+                    break
                 first = str(e).splitlines()[0] if str(e) else ""
-                error = first if isinstance(e, DsconvError) else (
-                    f"{type(e).__name__}: {first}".rstrip(": "))
+                error = first if isinstance(e, DsconvError) else describe(e)
                 hooks.warn(f"{pc.name}: could not run: {error}")
                 result = ProfileCaseResult(pc.name, _source(pc, cfg),
                                            pc.analytic(cfg.batch, cfg.dtype), {}, "error",
@@ -152,8 +154,11 @@ def _load_vs(cfg: Any, vs: Any, hooks: Hooks) -> Any:
                       arch_kwargs=vs.arch_kwargs, warn=hooks.warn).model
 
 
-def _ab_vs(model: Any, other: Any, shape: tuple[int, ...], session: Any) -> Speedup:
-    """The model against its ``vs:`` in one job: speedup = time(vs) / time(model)."""
+def _ab_vs(model: Any, other: Any, shape: tuple[int, ...], session: Any,
+           width: float | None) -> Speedup:
+    """The model against its ``vs:`` in one job: speedup = time(vs) / time(model).
+    Sequential with ``width`` (the max_slowdown limit): rounds are added until the
+    interval is narrower than it or the case's time cap is reached."""
     import copy
 
     from ..stats import compare_samples
@@ -161,17 +166,51 @@ def _ab_vs(model: Any, other: Any, shape: tuple[int, ...], session: Any) -> Spee
 
     fmt = session.options.memory_formats[-1]
     mine, theirs = ab_modules(lambda: copy.deepcopy(model), shape, fmt,
-                              lambda: copy.deepcopy(other), shape, fmt, session)
+                              lambda: copy.deepcopy(other), shape, fmt, session,
+                              width=width, time_cap=CASE_TIME_CAP_S)
     ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
-    return Speedup(measured=round(theirs.median_ms / mine.median_ms, 4), theoretical=None,
+    return Speedup(measured=sig(theirs.median_ms / mine.median_ms), theoretical=None,
                    memory_format=fmt).with_ab(ab)
 
 
-def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
-              other: Any = None) -> ProfileCaseResult:
+#: seconds of timed runs one case may spend, re-measurement and sequential A/B rounds
+#: included
+CASE_TIME_CAP_S = 60.0
+#: a re-measurement (a verdict its interval straddles) times this many times longer
+REMEASURE_FACTOR = 3
+
+
+def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any, other: Any = None,
+              strict: bool = False) -> ProfileCaseResult:
+    """Measure and judge one case; a verdict its interval straddles is measured again
+    (longer, more rounds) if the case's time cap allows, then given (``marginal`` if
+    still straddling). ``strict``: marginal verdicts and flagged measurements fail."""
+    r = _judge(pc, _measure_case(pc, cfg, session, model, other))
+    first = r.timed_s or 0.0
+    if r.verdict == "marginal" and first * (1 + REMEASURE_FACTOR) <= CASE_TIME_CAP_S:
+        opts = session.options
+        session.options = dataclasses.replace(
+            opts, min_time=opts.min_time * REMEASURE_FACTOR,
+            rounds=opts.rounds * REMEASURE_FACTOR)
+        try:
+            r = _judge(pc, _measure_case(pc, cfg, session, model, other))
+        finally:
+            session.options = opts
+        r = dataclasses.replace(r, timed_s=round(first + (r.timed_s or 0.0), 4))
+    if strict:
+        extra = [f"--strict: {f}" for f in r.flags or []] + [
+            f"--strict: {k} is marginal (interval {v.interval} straddles {v.limit})"
+            for k, v in r.budget.items() if v.marginal]
+        if extra:
+            r = dataclasses.replace(r, failures=[*(r.failures or []), *extra], verdict="fail")
+    return r
+
+
+def _measure_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
+                  other: Any = None) -> ProfileCaseResult:
     from ..plan import PlanOptions
     from ..torch_backend.measure import measure_model
-    from .compare import measure_layer, measure_preset_in
+    from .compare import measure_layer, measure_preset_in, speedup_flag
 
     analytic = pc.analytic(cfg.batch, cfg.dtype)
     r = ProfileCaseResult(pc.name, _source(pc, cfg), analytic, {}, "pass")
@@ -180,24 +219,28 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
         assert layer.speedup is not None
         r = dataclasses.replace(
             r, measured=layer.candidate.measured, standard_measured=layer.standard.measured,
-            speedup_by_runtime=layer.speedup_by_runtime,
-            speedup=Speedup(layer.speedup.measured, layer.speedup.theoretical),
+            speedup_by_runtime=layer.speedup_by_runtime, speedup=layer.speedup,
             why=layer.why, timed_s=timed_seconds(layer))
     elif pc.preset is not None:
         preset = measure_preset_in(pc.preset, cfg.batch, cfg.dtype, session)
         r = dataclasses.replace(
-            r, measured=preset["measured"],
-            stages=[{"stage": s["stage"], "share_macs": s["share_macs"],
-                     "share_time": s["measured"].share_time} for s in preset["stages"]],
+            r, measured=preset.measured,
+            stages=[{"stage": s.stage, "share_macs": s.share_macs,
+                     "share_time": s.measured.share_time if s.measured else None}
+                    for s in preset.stages],
             timed_s=timed_seconds(preset))
     else:
         m = pc.model
         res = measure_model(model, tuple(m.input_shape), session, m.convert,
                             PlanOptions(m.min_channels, (), (), m.depth_multiplier))
+        sp = res.speedup
+        if sp is not None and res.original is not None:
+            flag = speedup_flag(sp, res.original["measured"], res.measured)
+            sp = dataclasses.replace(sp, flag=flag) if flag else sp
         r = dataclasses.replace(
             r, analytic={**{k: v for k, v in analytic.items() if k != "needs"},
                          **res.analytic},
-            measured=res.measured, original=res.original, speedup=res.speedup,
+            measured=res.measured, original=res.original, speedup=sp,
             conversion=res.conversion, timed_s=timed_seconds(res))
         if m.vs is not None:
             if m.vs == "ds":
@@ -211,8 +254,53 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
                     PlanOptions(m.min_channels, (), (), m.depth_multiplier),
                     tuple(m.input_shape)))
             label = "ds" if m.vs == "ds" else (m.vs.path or m.vs.preset.name)
-            r = dataclasses.replace(r, vs={"source": label, "speedup": _ab_vs(
-                model, other, tuple(m.input_shape), session)})
+            vs = _ab_vs(model, other, tuple(m.input_shape), session,
+                        pc.budget.get("max_slowdown"))
+            r = dataclasses.replace(r, vs={"source": label, "speedup": vs})
+    return r
+
+
+def _intervals(r: ProfileCaseResult) -> dict[str, tuple[float, float]]:
+    """Each measured budget value's 95% interval: the median latency's (order
+    statistics), the speedup's (the interleaved A/B's, or the two runs' block times) and
+    the slowdown's against ``vs:`` (the A/B's)."""
+    from ..stats import compare_samples, median_ci
+
+    out: dict[str, tuple[float, float]] = {}
+    if r.measured is not None and r.measured.samples_ms:
+        out["latency_ms"] = median_ci(r.measured.samples_ms)
+    sp = r.speedup
+    if sp is not None and sp.ci95:
+        out["speedup"] = (sp.ci95[0], sp.ci95[1])
+    elif sp is not None and r.original and r.measured and r.measured.samples_ms:
+        before = r.original["measured"].samples_ms
+        if before:
+            out["speedup"] = compare_samples(r.measured.samples_ms, before).ci95
+    vs_sp: Speedup | None = r.vs["speedup"] if r.vs else None
+    if vs_sp is not None and vs_sp.ci95 and min(vs_sp.ci95) > 0:
+        out["slowdown"] = (1 / vs_sp.ci95[1] - 1, 1 / vs_sp.ci95[0] - 1)
+    return out
+
+
+def _flags(r: ProfileCaseResult) -> list[str]:
+    """The case's noisy and implausible measurements, as ``compare`` flags them."""
+    from ..torch_backend.timing import IMPLAUSIBLE, NOISY
+
+    sides = [("measured", r.measured), ("standard", r.standard_measured),
+             ("original", (r.original or {}).get("measured"))]
+    out = [f"{name}: {part}" for name, m in sides if m is not None and m.flag
+           for part in m.flag.split("; ") if part.startswith((NOISY, IMPLAUSIBLE))]
+    if r.speedup is not None and r.speedup.flag:
+        out.append(f"speedup: {r.speedup.flag}")
+    return out
+
+
+def _judge(pc: PlannedCase, r: ProfileCaseResult) -> ProfileCaseResult:
+    """Budgets, each measured one with its interval: met, missed, or ``marginal`` when
+    the interval straddles the limit (not a failure); the noisy/implausible flags."""
+    from ..gate import BUDGET_METRICS
+    from ..stats import against_limit
+
     vs_sp: Speedup | None = r.vs["speedup"] if r.vs else None
     slowdown = (round(1 / vs_sp.estimate - 1, 4) if vs_sp is not None and vs_sp.estimate
                 else None)
@@ -220,42 +308,21 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
               "latency_ms": r.measured.median_ms if r.measured else None,
               "speedup": r.speedup.measured if r.speedup else None, "slowdown": slowdown}
     budget = check_budget(pc.budget, values)
-    if "max_slowdown" in budget and vs_sp is not None and slowdown is not None:
-        # asv's rule: slower beyond the threshold AND significant, else no alarm
-        limit = budget["max_slowdown"].limit
-        p = vs_sp.p_value if vs_sp.p_value is not None else 1.0
-        budget["max_slowdown"] = dataclasses.replace(
-            budget["max_slowdown"], ok=not (slowdown > limit and p < 0.01))
-    failures = [f"{k}: {v.value} vs limit {v.limit}" for k, v in budget.items() if not v.ok]
-    return dataclasses.replace(r, budget=budget, failures=failures,
-                               verdict="fail" if failures else "pass")
-
-
-def apply_baseline(cases: list[ProfileCaseResult], base: dict[str, Any], threshold: float,
-                   environment: dict[str, Any], normalize: bool = False
-                   ) -> list[ProfileCaseResult]:
-    """Each case's change against the stored baseline (U test + threshold); a regression
-    fails the case. A baseline from another environment is marked cross-environment and,
-    with ``normalize``, scaled by the ratio of calibrated peaks for the case's bound."""
-    by_name = {c.get("name"): c for c in base.get("cases", [])}
-    cross = bool(env_mismatch(environment, base.get("environment", {})))
-    out = []
-    for c in cases:
-        old = by_name.get(c.name, {}).get("measured")
-        scale = 1.0
-        if normalize and cross and c.measured is not None:
-            scale = peak_scale(base.get("environment", {}), environment, c.measured.bound)
-        check = compare_baseline(to_json(c.measured) if c.measured else None, old, threshold,
-                                 scale=scale)
-        if cross:
-            check["cross_environment"] = True
-        c = dataclasses.replace(c, baseline=check)
-        if check["status"] == "regression":
-            c = dataclasses.replace(c, verdict="fail", failures=[
-                *(c.failures or []),
-                f"regression: median {100 * check['change']:+.1f}% vs baseline"])
-        out.append(c)
-    return out
+    intervals = _intervals(r)
+    for metric, b in budget.items():
+        key, sense = BUDGET_METRICS[metric].key, BUDGET_METRICS[metric].sense
+        if key not in intervals or b.value is None or not math.isfinite(b.value):
+            continue
+        lo, hi = intervals[key]
+        call = against_limit((lo, hi), b.limit, sense)
+        budget[metric] = dataclasses.replace(
+            b, ok=call != "fail", interval=[sig(lo, 4), sig(hi, 4)],
+            marginal=True if call == "marginal" else None)
+    failures = budget_failures(budget)
+    marginal = any(b.marginal for b in budget.values())
+    return dataclasses.replace(
+        r, budget=budget, failures=failures, flags=_flags(r) or None,
+        verdict="fail" if failures else "marginal" if marginal else "pass")
 
 
 def timed_seconds(obj: Any) -> float:

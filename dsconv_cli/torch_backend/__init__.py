@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from ..errors import BackendError, InputError
+from ..quiet import rehold
+
+rehold()  # torch just installed its log handlers: keep its noise held while a command runs
 
 __all__ = ["forward_error", "free_memory", "is_oom"]
 

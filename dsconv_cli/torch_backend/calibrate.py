@@ -15,35 +15,47 @@ original, on the calibration inputs or on held-out ``--eval-data``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ..errors import InputError
+from ..inputs import check_input
+from ..results import Fidelity
+from . import footprint, free_memory
+from .loading import torch_detail
 
-__all__ = ["fidelity", "load_inputs", "refit"]
+__all__ = ["distill", "fidelity", "load_inputs", "model_dtype", "refit"]
 
 #: ridge strength relative to the mean diagonal of the normal equations
 RIDGE = 1e-6
 
 
 def load_inputs(path: Path, what: str) -> torch.Tensor:
-    """N unlabelled inputs: a torch.save'd tensor (loaded ``weights_only``) or a .npy
-    array (``allow_pickle=False``). Empty, non-float or non-finite data is an input error."""
-    if not path.is_file():
-        raise InputError(f"{what} {path}: no such file")
+    """N unlabelled inputs, memory-mapped, never read whole: a torch.save'd tensor (loaded
+    ``weights_only``, ``mmap``) or a .npy array (``allow_pickle=False``, ``mmap_mode='c'``:
+    a write stays private to the process). :func:`_batches` copies one batch at a time out
+    of it. Meta, sparse, quantized, non-float, empty or non-finite data is an input error."""
+    check_input(path, what, "data")  # a FIFO or a device: one line naming the option
     try:
         if path.suffix.lower() == ".npy":
             import numpy as np
 
-            data = torch.from_numpy(np.load(path, allow_pickle=False))
+            arr = np.load(path, mmap_mode="c", allow_pickle=False)
+            if not arr.dtype.isnative:
+                raise InputError(f"{what} {path}: holds {arr.dtype.str} values, not in this "
+                                 "machine's byte order; save them with "
+                                 "arr.astype(arr.dtype.newbyteorder('='))")
+            data = torch.from_numpy(arr)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _load_mapped(path)
             if not isinstance(obj, torch.Tensor):
                 raise InputError(f"{what} {path}: holds {type(obj).__name__}, not one tensor "
                                  "of inputs (N, C, H, W)")
@@ -51,27 +63,61 @@ def load_inputs(path: Path, what: str) -> torch.Tensor:
     except InputError:
         raise
     except Exception as e:  # a pickle, a truncated file, a non-array .npy
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Unsupported global" in str(e) or "allow_pickle" in str(e) or "Weights only" in str(e):
+        msg = str(e)  # never torch's advice to load unsafely; garbage is not "pickled"
+        first = next((ln.strip() for ln in msg.splitlines() if "Unsupported" in ln),
+                     None) or torch_detail(msg) or type(e).__name__
+        if "Unsupported global" in msg or "allow_pickle" in msg or "is blocked" in msg:
             raise InputError(f"{what} {path}: holds pickled objects, not a plain tensor; "
                              "dsconv does not unpickle data") from None
         raise InputError(f"{what} {path}: not a tensor file ({first})") from None
-    if data.ndim < 2 or data.shape[0] == 0:
-        raise InputError(f"{what} {path}: expected N inputs as (N, C, ...), got shape "
-                         f"{tuple(data.shape)}")
-    if not data.is_floating_point():
-        raise InputError(f"{what} {path}: expected floating-point inputs, got {data.dtype}")
-    if not bool(torch.isfinite(data).all()):
-        raise InputError(f"{what} {path}: holds NaN or infinite values")
+    _check_inputs(data, f"{what} {path}")
     return data
 
 
+def _load_mapped(path: Path) -> Any:
+    """``torch.load`` memory-mapped (the zip format), else read (the legacy format)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _check_inputs(data: torch.Tensor, where: str) -> None:
+    """Plain dense finite floats, N >= 1 of them: anything else is one line, exit 2."""
+    if data.is_meta:
+        raise InputError(f"{where}: holds a meta tensor (a shape without values); save the "
+                         "inputs themselves")
+    if data.layout != torch.strided or data.is_nested:
+        raise InputError(f"{where}: holds a {str(data.layout).removeprefix('torch.')} "
+                         "tensor; give a dense one (x.to_dense())")
+    if data.is_quantized or not data.is_floating_point():
+        raise InputError(f"{where}: expected floating-point inputs, got {data.dtype}")
+    if data.ndim < 2 or data.numel() == 0:
+        raise InputError(f"{where}: expected N inputs as (N, C, ...), got shape "
+                         f"{tuple(data.shape)}")
+    step = max(1, (1 << 24) // max(1, data[0].numel()))  # finite, checked a chunk at a time
+    for i in range(0, data.shape[0], step):
+        if not bool(torch.isfinite(data[i:i + step]).all()):
+            raise InputError(f"{where}: holds NaN or infinite values")
+
+
+def model_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype inputs must be for ``model``: its first floating-point
+    parameter's (or buffer's); float32 on the CPU for a model with none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.float32
+
+
 def _batches(data: torch.Tensor, size: int, like: nn.Module) -> Iterator[torch.Tensor]:
-    p = next(iter(like.parameters()), None)
-    dev = p.device if p is not None else torch.device("cpu")
-    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    """Batches copied out of the (memory-mapped) inputs in the model's device and dtype:
+    a model that writes to its input never writes to the data."""
+    dev, dt = model_dtype(like)
     for i in range(0, data.shape[0], size):
-        yield data[i:i + size].to(dev, dt)
+        yield data[i:i + size].to(dev, dt, copy=True)
 
 
 def _run(model: nn.Module, x: torch.Tensor, what: str) -> Any:
@@ -83,18 +129,20 @@ def _run(model: nn.Module, x: torch.Tensor, what: str) -> Any:
                          f"{type(e).__name__}: {first}") from e
 
 
-def _order(model: nn.Module, names: list[str], x: torch.Tensor) -> list[str]:
-    """The converted layers in the order the forward calls them."""
-    seen: list[str] = []
-    hooks = [model.get_submodule(n).register_forward_pre_hook(
-        lambda m, a, n=n: seen.append(n) if n not in seen else None) for n in names]
-    try:
-        with torch.no_grad():
-            _run(model, x[:1], "--calibration-data")
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen + [n for n in names if n not in seen]
+def _survey(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
+            what: str) -> footprint.Survey:
+    """One input through the converted model: the layers' order and what a batch costs."""
+    dev, dt = model_dtype(converted)
+    return footprint.survey(original, converted, names, data[:1].to(dev, dt, copy=True),
+                            lambda x: _run(converted, x, what))
+
+
+def _check_memory(s: footprint.Survey, kind: footprint.Kind, n: int, batch: int,
+                  **how: Any) -> int | None:
+    """Refuse (exit 2) a run that would not fit in the free memory; return what is free."""
+    free = free_memory()
+    footprint.check(footprint.estimate(s, kind, n, **how), batch, free, "--calibration-batch")
+    return free
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -113,11 +161,35 @@ def refit(original: nn.Module, converted: nn.Module, names: list[str], data: tor
     converted.eval()
     out: dict[str, dict[str, Any]] = {}
     with _channels_last(original, data), _channels_last(converted, data):
-        for name in _order(original, names, data):
-            _refit_layer(original, converted, name, data, batch, refine_steps, out)
+        s = _survey(original, converted, names, data, "--calibration-data")
+        n = int(data.shape[0])
+        free = _check_memory(s, "calibration", n, batch, refine_steps=refine_steps)
+        job = _Job(original, converted, data, batch)
+        cached = footprint.estimate(s, "calibration", n, refine_steps, cached_targets=True)
+        if cached.needed(batch) <= (free or 2 * footprint.targets_bytes(s, n)) * CACHE_SHARE:
+            job.targets = _targets(original, s.order, data, batch)
+        for name in s.order:
+            _refit_layer(job, name, refine_steps, out)
             if advance:
                 advance(name)
     return out
+
+
+#: the original layers' outputs are kept for all inputs when that leaves half the free
+#: memory: one original forward per batch instead of one per layer and batch
+CACHE_SHARE = 0.5
+
+
+@dataclass
+class _Job:
+    """One calibration run: the models, the inputs, the batch size and, when they fit in
+    memory, every layer's output in the original network (by layer, then batch index)."""
+
+    original: nn.Module
+    converted: nn.Module
+    data: torch.Tensor
+    batch: int
+    targets: dict[str, dict[int, torch.Tensor]] | None = None
 
 
 @contextlib.contextmanager
@@ -134,20 +206,19 @@ def _channels_last(model: nn.Module, data: torch.Tensor) -> Iterator[None]:
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
-def _refit_layer(original: nn.Module, converted: nn.Module, name: str, data: torch.Tensor,
-                 batch: int, refine_steps: int, out: dict[str, dict[str, Any]]) -> None:
-    conv = original.get_submodule(name)
-    pair = converted.get_submodule(name)
+def _refit_layer(job: _Job, name: str, refine_steps: int,
+                 out: dict[str, dict[str, Any]]) -> None:
+    pair = job.converted.get_submodule(name)
     assert isinstance(pair, nn.Sequential)
-    first, err = _refit_pointwise(original, converted, conv, pair, data, batch)
+    first, err = _refit_pointwise(job, name, pair)
     row: dict[str, Any] = {"svd": round(first, 6), "calibrated": round(err, 6)}
     steps = 0
     for _ in range(refine_steps):
-        if not _refit_depthwise(original, converted, conv, pair, data, batch):
+        if not _refit_depthwise(job, name, pair):
             row["refine_note"] = ("depthwise refit skipped: too many unknowns, or "
                                   "padding other than zeros")
             break
-        _, err = _refit_pointwise(original, converted, conv, pair, data, batch)
+        _, err = _refit_pointwise(job, name, pair)
         steps += 1
     row["calibrated"] = round(err, 6)
     if refine_steps:
@@ -179,23 +250,55 @@ def _until(model: nn.Module, module: nn.Module, store: list[torch.Tensor], xb: t
         h.remove()
 
 
-def _pairs(original: nn.Module, converted: nn.Module, conv: nn.Module, inner: nn.Module,
-           data: torch.Tensor, batch: int, pre: bool = False
+def _targets(original: nn.Module, order: list[str], data: torch.Tensor,
+             batch: int) -> dict[str, dict[int, torch.Tensor]]:
+    """Every layer's output in the original network, for every batch, from one forward per
+    batch that stops after the last of them. Kept as copies: an in-place op after a layer
+    (``ReLU(inplace=True)``) must not change what was kept."""
+    store: dict[str, dict[int, torch.Tensor]] = {n: {} for n in order}
+    for bi, xb in enumerate(_batches(data, batch, original)):
+        got: set[str] = set()
+
+        def grab(n: str, bi: int = bi, got: set[str] = got) -> Any:
+            def hook(m: nn.Module, a: Any, out: torch.Tensor) -> None:
+                if n not in got:
+                    got.add(n)
+                    store[n][bi] = out.detach().clone()
+                    if len(got) == len(order):
+                        raise _Stop
+            return hook
+
+        hooks = [original.get_submodule(n).register_forward_hook(grab(n)) for n in order]
+        try:
+            with torch.inference_mode():
+                _run(original, xb.contiguous(memory_format=torch.channels_last)
+                     if xb.ndim == 4 else xb, "--calibration-data")
+        except _Stop:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+    return store
+
+
+def _pairs(job: _Job, name: str, inner: nn.Module, pre: bool = False
            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """For each batch: (the original layer's output, and in the converted network the
     depthwise conv's output, or with ``pre`` its input). Each forward stops at the layer;
     a conv used at two places is refitted on its first call."""
-    for xb in _batches(data, batch, original):
+    conv = job.original.get_submodule(name)
+    for bi, xb in enumerate(_batches(job.data, job.batch, job.original)):
         ys: list[torch.Tensor] = []
         zs: list[torch.Tensor] = []
-        _until(original, conv, ys, xb)
-        _until(converted, inner, zs, xb, pre)
+        if job.targets is None:
+            _until(job.original, conv, ys, xb)
+        elif bi in job.targets[name]:
+            ys.append(job.targets[name][bi])
+        _until(job.converted, inner, zs, xb, pre)
         yield from zip(ys, zs, strict=True)
 
 
-def _refit_pointwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
-                     pair: nn.Sequential, data: torch.Tensor, batch: int
-                     ) -> tuple[float, float]:
+def _refit_pointwise(job: _Job, name: str, pair: nn.Sequential) -> tuple[float, float]:
     """Ridge least squares for the pointwise weights (and bias) given the depthwise conv;
     block by block for a grouped pointwise. Returns the relative error before and after."""
     dw, pw = pair[0], pair[1]
@@ -205,7 +308,7 @@ def _refit_pointwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
     a = torch.zeros(dim, dim, dtype=torch.float64)
     b = torch.zeros(dim, cout, dtype=torch.float64)
     yy = 0.0
-    for y, z in _pairs(original, converted, conv, dw, data, batch):
+    for y, z in _pairs(job, name, dw):
         zf, yf = _flat(z), _flat(y)
         if bias:
             zf = torch.cat([zf, torch.ones(zf.shape[0], 1, dtype=zf.dtype)], 1)
@@ -248,11 +351,10 @@ def _pointwise_matrix(pw: nn.Conv2d, dim: int) -> torch.Tensor:
 
 
 #: the depthwise refit solves for every depthwise weight at once: at most this many
-MAX_DEPTHWISE_UNKNOWNS = 4096
+MAX_DEPTHWISE_UNKNOWNS = footprint.MAX_DEPTHWISE_UNKNOWNS
 
 
-def _refit_depthwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
-                     pair: nn.Sequential, data: torch.Tensor, batch: int) -> bool:
+def _refit_depthwise(job: _Job, name: str, pair: nn.Sequential) -> bool:
     """Ridge least squares for the depthwise weights given the pointwise conv P:
     y = P · (D * patches) + b is linear in D, with normal equations
     A = (Σ patch patchᵀ) ∘ (PᵀP) over matching channels. False when skipped."""
@@ -273,7 +375,7 @@ def _refit_depthwise(original: nn.Module, converted: nn.Module, conv: nn.Module,
     chan = torch.arange(mid) // m
     g = torch.zeros(cin * taps, cin * taps, dtype=torch.float64)
     h = torch.zeros(cin * taps, mid, dtype=torch.float64)
-    for y, x in _pairs(original, converted, conv, pair, data, batch, pre=True):
+    for y, x in _pairs(job, name, pair, pre=True):
         cols = torch.nn.functional.unfold(x.double(), (kh, kw), dilation=dw.dilation,
                                           padding=dw.padding, stride=dw.stride)
         pt = cols.transpose(1, 2).reshape(-1, cin * taps)  # (pixels, cin*taps)
@@ -299,25 +401,34 @@ def _rel(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, yy: float) -> float:
     return math.sqrt(max(sq, 0.0) / yy) if yy > 0 else 0.0
 
 
-def fidelity(original: nn.Module, converted: nn.Module, data: torch.Tensor, on: str,
-             batch: int = 32) -> dict[str, Any]:
-    """Whole-model relative output error and top-1 agreement (for (N, classes) outputs)."""
+def fidelity(original: nn.Module, converted: nn.Module, data: torch.Tensor,
+             on: Literal["eval", "calibration"], batch: int = 32) -> Fidelity:
+    """Whole-model relative output error and top-1 agreement (for (N, classes) outputs).
+    A row with a non-finite output never agrees; the original's most frequent class's
+    share says whether agreement means anything (at 90% or more it does not)."""
     original.eval()
     converted.eval()
+    _check_memory(_survey(original, converted, [], data, f"--{on}-data"), "fidelity",
+                  int(data.shape[0]), batch)
     agree = total = 0
+    classes: collections.Counter[int] = collections.Counter()
     diff_sq = ref_sq = 0.0
     for xb in _batches(data, batch, original):
-        with torch.no_grad():
+        with torch.inference_mode():
             y0 = _first(_run(original, xb, f"--{on}-data")).double()
             y1 = _first(_run(converted, xb, f"--{on}-data")).double()
         diff_sq += float(((y1 - y0) ** 2).sum())
         ref_sq += float((y0 ** 2).sum())
         if y0.ndim == 2 and y0.shape[1] > 1:
-            agree += int((y0.argmax(1) == y1.argmax(1)).sum())
+            ok = torch.isfinite(y0).all(1) & torch.isfinite(y1).all(1)
+            agree += int(((y0.argmax(1) == y1.argmax(1)) & ok).sum())
+            classes.update(y0.argmax(1).tolist())
             total += y0.shape[0]
-    return {"agreement": round(agree / total, 6) if total else None,
-            "rel_output_error": round(math.sqrt(diff_sq / ref_sq), 6) if ref_sq else 0.0,
-            "on": on, "n": int(data.shape[0])}
+    share = round(classes.most_common(1)[0][1] / total, 6) if total else None
+    return Fidelity(round(agree / total, 6) if total else None,
+                    round(math.sqrt(diff_sq / ref_sq), 6) if ref_sq else 0.0, on,
+                    int(data.shape[0]), majority_class_share=share,
+                    agreement_meaningful=None if share is None else share < 0.9)
 
 
 def _first(y: Any) -> torch.Tensor:
@@ -325,3 +436,151 @@ def _first(y: Any) -> torch.Tensor:
         return y
     items = y.values() if isinstance(y, dict) else y
     return next(t for t in items if isinstance(t, torch.Tensor))
+
+
+# ------------------------------------------------------------------------- distillation
+
+#: Adam's learning rate for distillation (warmed up over a tenth of the steps, then
+#: cosine-decayed to zero)
+DISTILL_LR = 1e-3
+#: the teacher's outputs are kept for all inputs up to this many bytes
+TEACHER_CACHE = 256 << 20
+
+
+def distill(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
+            steps: int, batch: int = 32, lr: float = DISTILL_LR, seed: int = 0,
+            points: int = 8, advance: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the converted layers' weights (Adam, ``lr`` cosine-decayed) so the converted
+    model's output matches the original's on ``data`` (no labels): each step's loss is the
+    relative squared output error ||y' - y||² / ||y||² of a random batch. Everything else
+    stays frozen and in eval mode (batch norm keeps its statistics). The relative output
+    error on all of ``data`` is measured before and after: when training did not lower it,
+    the weights it started from are put back. fp16/bf16 models train in float32. Returns
+    the loss curve (``points`` means over equal spans of steps), the errors and the time;
+    ``advance`` is called after each step."""
+    import time
+
+    t0 = time.perf_counter()
+    original.eval()
+    converted.eval()
+    n = int(data.shape[0])
+    with _float32(original), _float32(converted), _trainable(converted, names) as params:
+        s = _survey(original, converted, names, data, "--calibration-data")
+        cache = n * s.output * s.elem <= TEACHER_CACHE
+        _check_memory(s, "distillation", n, batch, cached_teacher=cache)
+        teacher = _teacher(original, data, batch) if cache else None
+        before = _distill_error(original, converted, data, batch, teacher)
+        start = [p.detach().clone() for p in params]
+        curve = _train(original, converted, params, data, teacher,
+                       _Schedule(steps, min(batch, n), lr, seed, points), advance)
+        after = _distill_error(original, converted, data, batch, teacher)
+        kept = after < before
+        if not kept:
+            with torch.no_grad():
+                for p, p0 in zip(params, start, strict=True):
+                    p.copy_(p0)
+    return {"steps": steps, "batch": min(batch, n), "lr": lr, "loss": curve,
+            "rel_output_error_before": round(before, 6),
+            "rel_output_error_after": round(after if kept else before, 6),
+            "kept": kept, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    points: int
+
+
+def _train(original: nn.Module, converted: nn.Module, params: list[nn.Parameter],
+           data: torch.Tensor, teacher: torch.Tensor | None, sch: _Schedule,
+           advance: Callable[[str], None] | None) -> list[list[float]]:
+    """The training loop; returns [step, mean loss over the span ending there] pairs."""
+    opt = torch.optim.Adam(params, lr=sch.lr)
+    warm = max(1, sch.steps // 10)  # a linear warm-up, then a cosine decay to zero
+    lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5
+                                              * (1 + math.cos(math.pi * i / sch.steps)))
+    g = torch.Generator().manual_seed(sch.seed)
+    dev, dt = model_dtype(converted)
+    span = max(1, math.ceil(sch.steps / max(1, sch.points)))
+    curve: list[list[float]] = []
+    acc, k = 0.0, 0
+    for step in range(1, sch.steps + 1):
+        idx = torch.randperm(int(data.shape[0]), generator=g)[:sch.batch].sort().values
+        xb = data[idx].to(dev, dt, copy=True)
+        if teacher is not None:
+            y0 = teacher[idx]
+        else:
+            with torch.no_grad():
+                y0 = _first(_run(original, xb, "--calibration-data")).float()
+        y1 = _first(_run(converted, xb, "--calibration-data")).float()
+        loss = ((y1 - y0) ** 2).sum() / (y0 ** 2).sum().clamp_min(1e-30)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lr_at.step()
+        acc, k = acc + float(loss.detach()), k + 1
+        if advance:
+            advance(f"step {step}")
+        if step % span == 0 or step == sch.steps:
+            curve.append([step, round(acc / k, 6)])
+            acc, k = 0.0, 0
+    return curve
+
+
+def _teacher(original: nn.Module, data: torch.Tensor, batch: int) -> torch.Tensor:
+    """The original model's outputs for all of ``data`` (float32)."""
+    with torch.no_grad():
+        return torch.cat([_first(_run(original, xb, "--calibration-data")).float()
+                          for xb in _batches(data, batch, original)])
+
+
+def _distill_error(original: nn.Module, converted: nn.Module, data: torch.Tensor,
+                   batch: int, teacher: torch.Tensor | None) -> float:
+    """||y' - y|| / ||y|| over all of ``data``."""
+    diff = ref = 0.0
+    at = 0
+    with torch.no_grad():
+        for xb in _batches(data, batch, converted):
+            y0 = (teacher[at:at + len(xb)] if teacher is not None
+                  else _first(_run(original, xb, "--calibration-data")).float())
+            y1 = _first(_run(converted, xb, "--calibration-data")).float()
+            at += len(xb)
+            diff += float(((y1 - y0) ** 2).sum())
+            ref += float((y0 ** 2).sum())
+    return math.sqrt(diff / ref) if ref > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _float32(model: nn.Module) -> Iterator[None]:
+    """fp16/bf16 weights train badly (an Adam step is below their precision): float32
+    while distilling, each tensor's own dtype back afterwards."""
+    low = [t for t in (*model.parameters(), *model.buffers())
+           if t.dtype in (torch.float16, torch.bfloat16)]
+    dtypes = [t.dtype for t in low]
+    for t in low:
+        t.data = t.data.float()
+    try:
+        yield
+    finally:
+        for t, dt in zip(low, dtypes, strict=True):
+            t.data = t.data.to(dt)
+
+
+@contextlib.contextmanager
+def _trainable(model: nn.Module, names: list[str]) -> Iterator[list[nn.Parameter]]:
+    """Only the converted layers' parameters require gradients (flags restored after)."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    chosen: dict[int, nn.Parameter] = {}
+    for n in names:
+        for p in model.get_submodule(n).parameters():
+            chosen.setdefault(id(p), p)
+    try:
+        for p in flags:
+            p.requires_grad_(id(p) in chosen)
+        yield list(chosen.values())
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)

@@ -16,7 +16,6 @@ from torch import nn
 
 from ..errors import BudgetError, InputError
 from ..plan import (
-    PLAN_VERSION,
     ConvFacts,
     Decision,
     PlanOptions,
@@ -25,10 +24,13 @@ from ..plan import (
     plan_document,
     plan_path,
     ranks_for_budget,
+    validate_plan,
 )
+from ..results import ConvertLayer, ConvertTotals, Verification
 from .loading import Loaded, forward_once
 
 __all__ = [
+    "Conversion",
     "ConvertOptions",
     "apply_plan",
     "convert_model",
@@ -184,10 +186,13 @@ def _budget_plan(o: ConvertOptions, plan: PlanOptions, facts: list[ConvFacts],
     target = int(o.target_macs * model_macs) if o.target_macs <= 1 else int(o.target_macs)
     eligible = [f for f in facts if eligibility(f, plan) is None and f.input_shape]
     try:
-        ranks = ranks_for_budget(eligible, model_macs, target)
+        budget = ranks_for_budget(eligible, model_macs, target, allow_larger=plan.allow_larger)
     except ValueError as e:
-        raise BudgetError(f"--target-macs {o.target_macs:g}: {e}") from None
-    return replace(plan, ranks=tuple(sorted(ranks.items())), allow_larger=True)
+        why = [f"{f.name}: {eligibility(f, plan)}" for f in facts[:3]] if not eligible else []
+        detail = f" ({'; '.join(why)}{' ...' if len(facts) > 3 else ''})" if why else ""
+        raise BudgetError(f"--target-macs {o.target_macs:g}: {e}{detail}") from None
+    return replace(plan, ranks=tuple(sorted(budget.ranks.items())),
+                   notes=tuple(sorted(budget.notes.items())))
 
 
 def _layer_check(conv: nn.Conv2d, pair: nn.Module, x: torch.Tensor | None) -> str | None:
@@ -221,9 +226,21 @@ class ConvertOptions:
     target_macs: float | None = None
 
 
-def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], dict[str, Any]]:
-    """Convert ``loaded.model`` in place. Returns the per-layer decisions and a report
-    (per-layer rows, totals, verification, timings)."""
+@dataclass(frozen=True)
+class Conversion:
+    """What :func:`convert_model` did: the decisions (for the plan) and their report."""
+
+    decisions: list[Decision]
+    layers: list[ConvertLayer]
+    totals: ConvertTotals
+    verification: Verification
+    convert_s: float
+    verify_s: float
+
+
+def convert_model(loaded: Loaded, o: ConvertOptions) -> Conversion:
+    """Convert ``loaded.model`` in place. Returns the per-layer decisions and their
+    report (per-layer rows, totals, verification, timings)."""
     model = loaded.model
     t0 = time.perf_counter()
     shapes: dict[int, tuple[int, ...]] = {}
@@ -272,8 +289,7 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
     _replace(model, replacements)
     t_convert = time.perf_counter() - t0
     t1 = time.perf_counter()
-    verification: dict[str, Any] = {"verified": False,
-                                    "note": "output not verified: no --input-shape"}
+    verification = Verification(False, note="output not verified: no --input-shape")
     if o.input_shape is not None and x is not None and y_before is not None:
         _, y_after = forward_once(model, o.input_shape, o.seed, x)
         verification = _verification(y_before, y_after, o.input_shape, o.seed)
@@ -282,67 +298,62 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> tuple[list[Decision], di
         from .counting import count_model
 
         # the whole model, counted like compare --model: linear and attention included
-        totals["model_macs_before"] = macs_before
-        totals["model_macs_after"] = count_model(model, o.input_shape).macs
-    report = {
-        "layers": [_row(d, errors.get(d.facts.name)) for d in decisions],
-        "totals": totals,
-        "verification": verification,
-        "timing_s": {"convert": round(t_convert, 4),
-                     "verify": round(time.perf_counter() - t1, 4)},
-    }
-    return decisions, report
+        totals = replace(totals, model_macs_before=macs_before,
+                         model_macs_after=count_model(model, o.input_shape).macs)
+    return Conversion(decisions, [_row(d, errors.get(d.facts.name)) for d in decisions],
+                      totals, verification, round(t_convert, 4),
+                      round(time.perf_counter() - t1, 4))
 
 
 def _verification(y_before: torch.Tensor, y_after: torch.Tensor, shape: tuple[int, ...],
-                  seed: int) -> dict[str, Any]:
+                  seed: int) -> Verification:
     diff = (y_after.double() - y_before.double())
     ref = float(y_before.double().norm())
-    return {"verified": True, "input_shape": list(shape), "seed": seed, "mode": "eval",
-            "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
-            "rel_diff": float(diff.norm()) / ref if ref else float(diff.norm())}
+    return Verification(True, input_shape=list(shape), seed=seed, mode="eval",
+                        max_abs_diff=float(diff.abs().max()) if diff.numel() else 0.0,
+                        rel_diff=float(diff.norm()) / ref if ref else float(diff.norm()))
 
 
 def output_check(original: nn.Module, converted: nn.Module, shape: tuple[int, ...],
-                 seed: int) -> dict[str, Any]:
+                 seed: int) -> Verification:
     """The output check again, after calibration changed the converted model."""
     x, y0 = forward_once(original, shape, seed)
     _, y1 = forward_once(converted, shape, seed, x)
     return _verification(y0, y1, shape, seed)
 
 
-def _row(d: Decision, actual_error: float | None) -> dict[str, Any]:
+def _row(d: Decision, actual_error: float | None) -> ConvertLayer:
     f = d.facts
-    return {
-        "name": f.name, "aliases": list(f.aliases),
-        "input_shape": list(f.input_shape) if f.input_shape else None,
-        "in_channels": f.in_channels, "out_channels": f.out_channels,
-        "kernel": list(f.kernel), "stride": list(f.stride), "dilation": list(f.dilation),
-        "groups": f.groups, "params_before": d.params_before, "params_after": d.params_after,
-        "macs_before": d.macs_before, "macs_after": d.macs_after,
-        "rank": d.rank, "max_rank": f.max_rank, "energy": d.energy,
-        "weight_error": actual_error if actual_error is not None else d.weight_error,
-        "status": "converted" if d.convert else "skipped", "reason": d.reason,
-        "note": d.note,
-    }
+    return ConvertLayer(
+        name=f.name, aliases=list(f.aliases),
+        input_shape=list(f.input_shape) if f.input_shape else None,
+        in_channels=f.in_channels, out_channels=f.out_channels,
+        kernel=list(f.kernel), stride=list(f.stride), dilation=list(f.dilation),
+        groups=f.groups, params_before=d.params_before, params_after=d.params_after,
+        macs_before=d.macs_before, macs_after=d.macs_after,
+        rank=d.rank, max_rank=f.max_rank, energy=d.energy,
+        weight_error=actual_error if actual_error is not None else d.weight_error,
+        status="converted" if d.convert else "skipped", reason=d.reason,
+        note=d.note,
+    )
 
 
-def _totals(decisions: list[Decision], model: nn.Module) -> dict[str, Any]:
+def _totals(decisions: list[Decision], model: nn.Module) -> ConvertTotals:
     conv = [d for d in decisions if d.convert]
     params_after_model = sum(p.numel() for p in model.parameters())
     saved = sum(d.params_before - (d.params_after or 0) for d in conv)
     macs_known = all(d.macs_before is not None for d in decisions)
-    return {
-        "layers": len(decisions), "converted": len(conv), "skipped": len(decisions) - len(conv),
-        "model_params_before": params_after_model + saved,
-        "model_params_after": params_after_model,
-        "conv_params_before": sum(d.params_before for d in decisions),
-        "conv_params_after": sum((d.params_after if d.convert else d.params_before) or 0
-                                 for d in decisions),
-        "conv_macs_before": sum(d.macs_before or 0 for d in decisions) if macs_known else None,
-        "conv_macs_after": sum(((d.macs_after if d.convert else d.macs_before) or 0)
-                               for d in decisions) if macs_known else None,
-    }
+    return ConvertTotals(
+        layers=len(decisions), converted=len(conv), skipped=len(decisions) - len(conv),
+        model_params_before=params_after_model + saved,
+        model_params_after=params_after_model,
+        conv_params_before=sum(d.params_before for d in decisions),
+        conv_params_after=sum((d.params_after if d.convert else d.params_before) or 0
+                              for d in decisions),
+        conv_macs_before=sum(d.macs_before or 0 for d in decisions) if macs_known else None,
+        conv_macs_after=sum(((d.macs_after if d.convert else d.macs_before) or 0)
+                            for d in decisions) if macs_known else None,
+    )
 
 
 # ------------------------------------------------------------------------- writing
@@ -350,37 +361,43 @@ def _totals(decisions: list[Decision], model: nn.Module) -> dict[str, Any]:
 def serialise(loaded: Loaded, decisions: list[Decision], output: Path,
               calibrated: frozenset[str] = frozenset(), arch: dict[str, Any] | None = None
               ) -> list[tuple[Path, bytes | str]]:
-    """The files to write: the model (or state_dict plus its plan beside it)."""
+    """The files to write: the model (or state_dict plus its plan beside it; a model
+    loaded with a plan gets one plan rebuilding both conversions)."""
     buf = io.BytesIO()
     if loaded.kind == "module":
         torch.save(loaded.model, buf)
         return [(output, buf.getvalue())]
     torch.save(loaded.model.state_dict(), buf)
-    plan = plan_document(decisions, loaded.source, calibrated, arch)
+    plan = plan_document(decisions, loaded.source, calibrated, arch, loaded.plan)
     return [(output, buf.getvalue()),
             (plan_path(output), json.dumps(plan, indent=2) + "\n")]
 
 
 def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Module:
     """Rebuild the depthwise separable structure a ``.plan.json`` describes, in place, so
-    the converted state_dict loads: ``apply_plan(arch(), plan); model.load_state_dict(sd)``."""
-    doc: Mapping[str, Any] = (plan if isinstance(plan, Mapping)
-                              else json.loads(Path(plan).read_text()))
-    version = doc.get("plan_version")
-    if version != PLAN_VERSION:
-        raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
-                         f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)"
-                                              if isinstance(version, int) and version > PLAN_VERSION
-                                              else ""))
+    the converted state_dict loads: ``apply_plan(arch(), plan); model.load_state_dict(sd)``.
+    The plan is checked whole before anything is built (``ValueError``, one line)."""
+    doc = dict(plan) if isinstance(plan, Mapping) else json.loads(Path(plan).read_text())
     replacements: dict[int, nn.Module] = {}
-    for entry in doc["layers"]:
-        conv = model.get_submodule(entry["name"])
+    ranks: dict[int, tuple[nn.Conv2d, int]] = {}
+    for entry in validate_plan(doc):
+        name = entry["name"]
+        try:
+            conv = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"plan layer {name!r}: the model has no such module") from None
         if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"plan layer {entry['name']!r} is {type(conv).__name__}, "
-                             "not Conv2d")
+            raise ValueError(f"plan layer {name!r} is {type(conv).__name__}, not Conv2d")
         if (conv.in_channels, conv.out_channels, list(conv.kernel_size)) != (
                 entry["in_channels"], entry["out_channels"], entry["kernel"]):
-            raise ValueError(f"plan layer {entry['name']!r} does not match the model's conv")
-        replacements[id(conv)] = make_pair(conv, int(entry["depth_multiplier"]), "random")
+            raise ValueError(f"plan layer {name!r} does not match the model's conv")
+        m = entry["depth_multiplier"]
+        full = min(conv.out_channels // conv.groups, conv.kernel_size[0] * conv.kernel_size[1])
+        if m > full:
+            raise ValueError(f"plan layer {name!r}: depth_multiplier {m} is above the "
+                             f"conv's rank {full} (dsconv never writes that)")
+        ranks[id(conv)] = (conv, m)
+    for key, (conv, m) in ranks.items():
+        replacements[key] = make_pair(conv, m, "random")
     _replace(model, replacements)
     return model

@@ -10,7 +10,8 @@ ATen op is sorted by one table:
   AV), plus the CPU flash-attention kernel the registry lacks;
 - **elementwise**: pointwise ops (activations, adds, ...) and norms, pooling, softmax,
   reductions, copies and concatenation: one op per output element, counted apart;
-- **free**: views, shape ops, tensor creation;
+- **free**: views and in-place restrides (``as_strided_``, ``transpose_``: metadata only),
+  shape ops, tensor creation;
 - **uncounted**: every other op with a non-empty output, listed with its calls and the
   modules it ran in (never silently zero).
 
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 from ..cost import Cost
 from ..errors import InputError
 from . import forward_error, free_memory
+from .loading import module_stack
 
 __all__ = ["ModelCount", "ModuleCount", "check_forward_fits", "count_model", "model_cost"]
 
@@ -97,9 +99,13 @@ def kind_of(func: Any) -> str:
     packet = func._overloadpacket
     if packet in _MAC_OPS:
         return "macs"
-    if getattr(func, "is_view", False) or packet in _FREE_OPS:
+    tags = getattr(func, "tags", ())
+    # views and in-place restrides (as_strided_, transpose_, resize_, ...) change metadata
+    # only: no arithmetic, never "uncounted"
+    if getattr(func, "is_view", False) or torch.Tag.inplace_view in tags or packet in _FREE_OPS:
         return "free"
-    if packet in _ELEMENTWISE_OPS or _pointwise(packet):
+    # a view's *_copy twin (view_copy, permute_copy, ...) is a copy: one op per element
+    if torch.Tag.view_copy in tags or packet in _ELEMENTWISE_OPS or _pointwise(packet):
         return "elementwise"
     return "uncounted"
 
@@ -209,14 +215,12 @@ def check_single_input(model: nn.Module) -> None:
                          hint="wrap the model in a module whose forward takes one tensor")
 
 
-@contextlib.contextmanager
 def _tracking(model: nn.Module, stack: list[str], rows: dict[str, ModuleCount],
-              conv_shapes: dict[str, list[tuple[int, ...]]]) -> Iterator[None]:
-    names = {id(m): n for n, m in model.named_modules()}
+              conv_shapes: dict[str, list[tuple[int, ...]]]
+              ) -> contextlib.AbstractContextManager[None]:
+    """The module stack (for the counter and for errors), each module's calls and shapes."""
 
-    def pre(mod: nn.Module, args: Any) -> None:
-        name = names[id(mod)]
-        stack.append(name)
+    def enter(mod: nn.Module, name: str, args: Any) -> None:
         row = rows[name]
         row.calls += 1
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
@@ -225,20 +229,12 @@ def _tracking(model: nn.Module, stack: list[str], rows: dict[str, ModuleCount],
             if isinstance(mod, nn.Conv2d):
                 conv_shapes.setdefault(name, []).append(tuple(first.shape))
 
-    def post(mod: nn.Module, args: Any, out: Any) -> None:
+    def leave(mod: nn.Module, name: str, out: Any) -> None:
         t = next((o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)), None)
         if t is not None:
-            rows[names[id(mod)]].output_shape = tuple(t.shape)
-        if stack:
-            stack.pop()
+            rows[name].output_shape = tuple(t.shape)
 
-    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
-                                                    m.register_forward_hook(post))]
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
+    return module_stack(model, stack, enter, leave)
 
 
 @contextlib.contextmanager
@@ -289,9 +285,11 @@ def _fresh_rows(model: nn.Module) -> dict[str, ModuleCount]:
 
 
 def count_model(model: nn.Module, input_shape: tuple[int, ...],
-                dtype: torch.dtype = torch.float32) -> ModelCount:
-    """Count one forward of ``model`` on an input of ``input_shape`` (batch included)."""
+                dtype: torch.dtype | None = None) -> ModelCount:
+    """Count one forward of ``model`` on an input of ``input_shape`` (batch included), in
+    ``dtype`` (default: the model's own floating dtype, fp16 and fp64 models included)."""
     check_single_input(model)
+    dtype = dtype or _dtype_of(model)
     stack: list[str] = []
     conv_shapes: dict[str, list[tuple[int, ...]]] = {}
     rows = _fresh_rows(model)
@@ -304,6 +302,9 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...],
         if not _meta_only_failure(e):  # a wrong shape fails on meta as it would for real
             raise forward_error(model, stack, input_shape, e) from e
         _check_input_fits(input_shape, dtype)
+        esize = torch.empty((), dtype=dtype).element_size()  # what meta saw before failing:
+        _refuse_beyond_free(input_shape, _forward_need(input_shape, rows, _unique_params(
+            model), esize), "(estimated on meta before the forward on real zeros)")
         stack.clear()
         conv_shapes.clear()
         rows = _fresh_rows(model)
@@ -367,16 +368,36 @@ def check_forward_fits(model: nn.Module, input_shape: tuple[int, ...]) -> ModelC
     machine has free (``InputError``: the input shape asked for too much). Returns the
     count, so callers need not count again."""
     c = count_model(model, input_shape)
-    outs = sorted((math.prod(r.output_shape) for r in c.modules.values() if r.output_shape),
+    _refuse_beyond_free(input_shape, _forward_need(input_shape, c.modules, c.params,
+                                                   c.dtype_bytes),
+                        "(estimated before allocating anything)")
+    return c
+
+
+def _forward_need(input_shape: tuple[int, ...], rows: dict[str, ModuleCount], params: int,
+                  esize: int) -> int:
+    """The memory estimate of a real forward (bytes): the input, the two largest
+    activations alive at once (of the modules counted so far) and the weights."""
+    outs = sorted((math.prod(r.output_shape) for r in rows.values() if r.output_shape),
                   reverse=True)
-    need = (math.prod(input_shape) + sum(outs[:2]) + c.params) * c.dtype_bytes
+    return (math.prod(input_shape) + sum(outs[:2]) + params) * esize
+
+
+def _refuse_beyond_free(input_shape: tuple[int, ...], need: int, how: str) -> None:
+    """``InputError`` when ``need`` is beyond 80% of the memory free here."""
     free = free_memory()
     if free is not None and need > 0.8 * free:
         raise InputError(f"--input-shape {','.join(map(str, input_shape))}: a forward needs "
                          f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB free "
-                         "here (estimated before allocating anything)",
-                         hint="use a smaller batch or image size")
-    return c
+                         f"here {how}", hint="use a smaller batch or image size")
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    """The model's floating dtype (its first floating parameter or buffer), else fp32."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
 
 
 def model_cost(model: nn.Module, shape: tuple[int, ...], dtype_bytes: int = 4) -> Cost:

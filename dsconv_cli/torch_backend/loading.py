@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import json
 import pickle
 import re
 import sys
@@ -20,13 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BackendError, InputError
+from ..errors import BackendError, InputError, describe, user_code
+from ..inputs import check_input, read_text
+from ..options import parse_input_shape  # re-exported: its home is the torch-free options
+from ..plan import plan_path, validate_plan
 from ..presets import PRESETS, get_preset
 from . import forward_error, is_oom
 from .build import build_preset
 
-__all__ = ["Loaded", "build_arch", "build_arch_meta", "forward_once", "load_model",
-           "parse_input_shape", "resolve_arch"]
+__all__ = ["Loaded", "build_arch", "build_arch_meta", "first_tensor", "forward_once",
+           "load_model", "parse_input_shape", "read_plan", "resolve_arch"]
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 PREFIXES = ("module.", "model.")
@@ -38,6 +42,8 @@ class Loaded:
     kind: str  # "module" | "state_dict"
     source: str
     notes: list[str] = field(default_factory=list)
+    #: the ``.plan.json`` applied to build it (a converted state_dict), as read
+    plan: dict[str, Any] | None = None
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -46,10 +52,7 @@ def _is_tensor_dict(obj: Any) -> bool:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
+    check_input(path, None, "model")  # a FIFO or /dev/zero: one line, never read
     try:
         with path.open("rb") as f:
             head = f.read(4)
@@ -76,9 +79,14 @@ def _torch_load(path: Path, map_location: str, trust_pickle: bool,
             return torch.load(path, map_location=location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
+        blocked = re.search(r"GLOBAL (\S+) whose module (\S+) is blocked", msg)
+        if blocked:  # torch refuses it outright: never unpickled, trusted or not
+            raise InputError(f"{path}: names {blocked.group(1)}, a global torch blocks as "
+                             f"unsafe (module {blocked.group(2)}); dsconv never loads it, "
+                             "with or without --trust-pickle") from None
         if "Unsupported global" not in msg:  # garbage, not a pickled object
             detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported" in ln),
-                          msg.splitlines()[0] if msg else "unpickling error")
+                          torch_detail(msg))
             raise InputError(f"{path}: not a torch file ({detail})") from None
         if not trust_pickle:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
@@ -98,7 +106,7 @@ def _torch_load(path: Path, map_location: str, trust_pickle: bool,
     except (Exception, SystemExit) as e:  # the file's own code failed: still the user's input
         if is_oom(e):
             raise _load_error(path, e) from None
-        raise InputError(f"{path}: unpickling failed: {type(e).__name__}: {e}") from e
+        raise InputError(f"{path}: unpickling failed: {describe(e)}") from e
 
 
 def _map_location(text: str) -> torch.device:
@@ -119,13 +127,32 @@ def _map_location(text: str) -> torch.device:
 def _load_error(path: Path, e: BaseException) -> Exception:
     """What a failed ``torch.load`` means: memory (the environment, exit 1), or a file
     that is not a complete torch file (the input, exit 2)."""
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    first = torch_detail(str(e)) or type(e).__name__
+    if "legacy .tar format" in str(e):
+        return InputError(f"{path}: not a torch file (neither a zip archive nor a pickle "
+                          "torch can read)")
     if is_oom(e):
         return BackendError(f"{path}: out of memory while loading it: {first}")
     if isinstance(e, (EOFError, zipfile.BadZipFile)) or "central directory" in first or (
             "failed finding" in first) or "truncated" in first.lower():
         return InputError(f"{path}: truncated or corrupt torch file: {first}")
     return InputError(f"{path}: not a readable torch file: {type(e).__name__}: {first}")
+
+
+#: sentences of torch's load errors that advise ``weights_only=False``: never repeated
+_UNSAFE_ADVICE = ("weights_only", "re-running", "arbitrary code", "trusted source",
+                  "check the documentation", "in pytorch 2.6")
+
+
+def torch_detail(msg: str) -> str:
+    """A torch load error's first line without its advice to load unsafely (dsconv never
+    nudges toward ``weights_only=False``)."""
+    for line in msg.splitlines():
+        kept = [s for s in re.split(r"(?<=\.)\s+", line.strip())
+                if s and not any(a in s.lower() for a in _UNSAFE_ADVICE)]
+        if kept:
+            return " ".join(kept)
+    return ""
 
 
 def build_arch_meta(spec: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -151,10 +178,8 @@ def build_arch(spec: str, kwargs: dict[str, Any]) -> nn.Module:
         raise InputError(f"--arch {spec!r}: expected package.module:callable, "
                          f"path/file.py:callable or a preset ({', '.join(PRESETS)})")
     fn = resolve_arch(spec)
-    try:
+    with user_code(f"--arch {spec!r}: calling it failed"):  # never decides the exit code
         model = fn(**kwargs)
-    except (Exception, SystemExit) as e:  # user code never decides dsconv's exit code
-        raise InputError(f"--arch {spec!r}: calling it failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
         raise InputError(f"--arch {spec!r}: returned {type(model).__name__}, not an nn.Module")
     return model
@@ -202,6 +227,44 @@ def resolve_arch(spec: str) -> Callable[..., Any]:
     return fn
 
 
+def read_plan(path: Path) -> dict[str, Any] | None:
+    """The plan beside a model file (``NAME.plan.json``), checked whole before anything is
+    built from it; None when there is none."""
+    where = plan_path(path)
+    if not where.exists():
+        return None
+    text = read_text(where, None, "plan")  # a regular file of sane size, or one line
+    try:
+        doc = json.loads(text)
+        validate_plan(doc)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: not a JSON plan ({e})") from None
+    except ValueError as e:
+        raise InputError(f"{where}: {e}") from None
+    return doc
+
+
+def _plan_arch(path: Path, plan: dict[str, Any] | None, arch: str | None,
+               arch_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any], str | None]:
+    """The architecture to build a state_dict with: ``--arch``, else the one its plan
+    records. A plan is a file: it may name a preset, but code it names is imported only
+    when the user names it too (``--arch``, or ``arch:`` in a config), as today."""
+    if arch is not None:
+        return arch, arch_kwargs or {}, None
+    recorded = (plan or {}).get("arch")
+    if recorded is None:
+        raise InputError(f"{path}: holds a state_dict; --arch is needed to build the model",
+                         hint=f"--arch package.module:callable, file.py:callable or a "
+                         f"preset ({', '.join(PRESETS)})")
+    spec = recorded["arch"]
+    kwargs = {**recorded.get("arch_kwargs", {}), **(arch_kwargs or {})}
+    if spec not in PRESETS:
+        raise InputError(f"{plan_path(path)} names code to build the model (arch {spec!r}); "
+                         "a plan file cannot grant that itself",
+                         hint=f"pass --arch {spec} (or arch: in a config) if you trust it")
+    return spec, kwargs, f"built the architecture the plan records: {spec}"
+
+
 def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str) -> str | None:
     if any(v.is_meta for v in sd.values()):
         raise InputError("the state_dict's tensors are on the meta device (no weights)",
@@ -225,7 +288,11 @@ def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str
     if shapes:
         problems.append(f"shape mismatch {', '.join(shapes[:3])}")
     if problems:
-        raise InputError(f"state_dict does not match --arch {arch}: {'; '.join(problems)}")
+        converted = any(k.endswith(".0.weight") and k[:-len(".0.weight")] + ".weight" in missing
+                        for k in unexpected)
+        raise InputError(f"state_dict does not match {arch}: {'; '.join(problems)}",
+                         hint="a converted state_dict loads with its NAME.plan.json beside "
+                         "it" if converted else None)
     model.load_state_dict(sd)
     return stripped
 
@@ -237,6 +304,7 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
     """Load a model file safely (``weights_only=True`` unless trusted); every failure is an
     ``InputError`` naming the file and what to do."""
     _check_file(path)
+    plan = read_plan(path)  # before any tensor is made
     obj = _torch_load(path, map_location, trust_pickle, warn)
     if isinstance(obj, torch.jit.ScriptModule):
         raise InputError(f"{path}: a TorchScript module; dsconv converts eager models")
@@ -262,14 +330,24 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
                 if isinstance(obj, Mapping) else type(obj).__name__)
         raise InputError(f"{path}: no model or state_dict found ({what})",
                          hint="name the entry with --state-dict-key")
-    if arch is None:
-        raise InputError(f"{path}: holds a state_dict; --arch is needed to build the model",
-                         hint=f"--arch package.module:callable, file.py:callable or a "
-                         f"preset ({', '.join(PRESETS)})")
-    model = build_arch(arch, arch_kwargs or {})
-    stripped = _load_state_dict(model, obj, arch)
-    notes = [f"stripped key prefix {stripped!r}"] if stripped else []
-    return _checked(Loaded(model, "state_dict", str(path), notes))
+    arch, kwargs, built = _plan_arch(path, plan, arch, arch_kwargs)
+    model = build_arch(arch, kwargs)
+    notes = [built] if built else []
+    what = f"--arch {arch}" if built is None else f"arch {arch}"
+    if plan is not None:
+        from .convert import apply_plan
+
+        try:
+            apply_plan(model, plan)
+        except ValueError as e:
+            raise InputError(f"{plan_path(path)}: {e}") from None
+        what += f" with the plan {plan_path(path).name}"
+        notes.append(f"applied {plan_path(path)} ({len(plan['layers'])} depthwise separable "
+                     "layer(s))")
+    stripped = _load_state_dict(model, obj, what)
+    if stripped:
+        notes.append(f"stripped key prefix {stripped!r}")
+    return _checked(Loaded(model, "state_dict", str(path), notes, plan))
 
 
 def _checked(loaded: Loaded) -> Loaded:
@@ -279,6 +357,37 @@ def _checked(loaded: Loaded) -> Loaded:
                          hint="save the model with real weights; to count an architecture "
                          "without weights, use dsconv compare --arch")
     return loaded
+
+
+@contextlib.contextmanager
+def module_stack(model: nn.Module, stack: list[str],
+                 enter: Callable[[nn.Module, str, Any], None] | None = None,
+                 leave: Callable[[nn.Module, str, Any], None] | None = None) -> Iterator[None]:
+    """Forward pre/post hooks on every module of ``model`` that keep ``stack`` the names of
+    the modules running, innermost last (what :func:`forward_error` reports);
+    ``enter(module, name, args)`` and ``leave(module, name, output)`` see each call. The
+    hooks are removed afterwards, whatever happens."""
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        name = names.get(id(mod), type(mod).__name__)
+        stack.append(name)
+        if enter is not None:
+            enter(mod, name, args)
+
+    def post(mod: nn.Module, args: Any, out: Any) -> None:
+        if leave is not None:
+            leave(mod, names.get(id(mod), type(mod).__name__), out)
+        if stack:
+            stack.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
+                                                    m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def forward_once(model: nn.Module, shape: tuple[int, ...], seed: int,
@@ -294,46 +403,26 @@ def forward_once(model: nn.Module, shape: tuple[int, ...], seed: int,
         x = torch.randn(*shape, generator=g).to(dev, dt)
     modes = {m: m.training for m in model.modules()}
     stack: list[str] = []
-    names = {id(m): n for n, m in model.named_modules()}
-
-    def pre(mod: nn.Module, args: Any) -> None:
-        stack.append(names.get(id(mod), type(mod).__name__))
-
-    def post(mod: nn.Module, args: Any, out: Any) -> None:
-        if stack:
-            stack.pop()
-
-    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
-                                                    m.register_forward_hook(post))]
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), module_stack(model, stack):
             y = model(x)
     except (Exception, SystemExit) as e:
         raise forward_error(model, stack, shape, e) from e
     finally:
-        for h in hooks:
-            h.remove()
         for m, mode in modes.items():
             m.training = mode
-    if not isinstance(y, torch.Tensor):
-        items = y.values() if isinstance(y, Mapping) else (
-            y if isinstance(y, (list, tuple)) else ())
-        t = next((v for v in items if isinstance(v, torch.Tensor)), None)
-        if t is None:
-            raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor "
-                             "(or a tuple, list or dict holding one)")
-        y = t
-    return x, y
+    t = first_tensor(y)
+    if t is None:
+        raise InputError(f"the model's forward returned {type(y).__name__}, not a tensor "
+                         "(or a tuple, list or dict holding one)")
+    return x, t
 
 
-def parse_input_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise InputError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
-    if len(shape) < 2 or min(shape) <= 0:
-        raise InputError(f"--input-shape {text!r}: expected positive sizes like 1,3,224,224")
-    return shape
-
-
+def first_tensor(y: Any) -> torch.Tensor | None:
+    """A forward's output, or the first tensor of the tuple, list or dict it returned."""
+    if isinstance(y, torch.Tensor):
+        return y
+    items = y.values() if isinstance(y, Mapping) else (
+        y if isinstance(y, (list, tuple)) else ())
+    return next((v for v in items if isinstance(v, torch.Tensor)), None)

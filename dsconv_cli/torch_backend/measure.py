@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,11 @@ from torch import nn
 
 from ..cost import DTYPE_BYTES, Cost
 from ..errors import BackendError, InputError
-from ..results import Measurement, Speedup
+from ..results import BlockStats, Measurement, Speedup
+from ..stats import sig
 from .runtimes import Runtime, RuntimeFailure, get_runtime
 from .timing import (
+    ABOVE_ROOFLINE,
     Calibration,
     MeasureOptions,
     available_memory,
@@ -36,7 +39,7 @@ from .timing import (
 )
 
 __all__ = ["ModelTiming", "Session", "SkipCase", "check_memory", "is_oom", "measure_all",
-           "measure_model", "measure_module", "module_times", "open_session"]
+           "measure_model", "measure_module", "module_times", "ModuleTimes", "open_session"]
 
 Progress = Callable[[str], None]
 
@@ -57,6 +60,27 @@ class Session:
     environment: dict[str, Any]
     #: runtime -> why it failed (the first failure; the other runtimes went on)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the calibration was redone in this run (a measurement landed above its roofline)
+    recalibrated: bool = False
+    on_warn: Progress | None = None
+
+    def judge(self, flops: int, bytes_moved: int, t: BlockStats) -> Measurement:
+        """The roofline of one timing. A first one above its bound (fraction >
+        ``ABOVE_ROOFLINE``) redoes the calibration once for the run and is judged again:
+        what is still above stays flagged implausible."""
+        m = roofline(flops, bytes_moved, t, self.calibration)
+        if m.roofline_fraction > ABOVE_ROOFLINE and not self.recalibrated:
+            self.recalibrated = True
+            if self.on_warn:
+                self.on_warn(f"a measurement ran at {100 * m.roofline_fraction:.0f}% of the "
+                             "calibrated roofline: recalibrating once")
+            self.calibration = load_calibration(
+                self.device, self.options.dtype, self.options.threads, recalibrate=True,
+                on_warn=self.on_warn)
+            self.environment["calibration"] = calibration_record(self.calibration)
+            self.environment["recalibrated"] = True
+            m = roofline(flops, bytes_moved, t, self.calibration)
+        return m
 
     @property
     def runtime(self) -> Runtime:
@@ -72,9 +96,18 @@ def check_threads(threads: int | None) -> None:
                          f"{threads}")
 
 
+def calibration_record(cal: Calibration) -> dict[str, Any]:
+    """A calibration as the report's ``environment.calibration`` holds it."""
+    return {"peak_gflops": cal.peak_gflops, "spread": cal.spread,
+            "bandwidth_gbps": [{"bytes": s, "copy": c, "read": r} for s, c, r in cal.bandwidth]}
+
+
 def open_session(options: MeasureOptions, recalibrate: bool = False,
-                 on_status: Progress | None = None, on_warn: Progress | None = None) -> Session:
-    """Check the options against this machine (``InputError`` -> exit 2) and calibrate."""
+                 on_status: Progress | None = None, on_warn: Progress | None = None,
+                 on_environment: Callable[[dict[str, Any]], None] | None = None) -> Session:
+    """Check the options against this machine (``InputError`` -> exit 2) and calibrate.
+    ``on_environment`` sees the environment (without its calibration) first: a check
+    that needs no calibration (``--strict-env``) fails before one is taken."""
     from ..errors import InputError
 
     check_threads(options.threads)
@@ -86,16 +119,16 @@ def open_session(options: MeasureOptions, recalibrate: bool = False,
     device = resolve_device(options.device)
     runtimes = {name: get_runtime(name, device, options.threads) for name in options.runtimes}
     td = check_dtype(options.dtype, device)
-    cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status,
-                           on_warn)
     env = environment(device, options.dtype, options.threads)
     env["runtime"] = options.runtimes[0]
     if len(runtimes) > 1 or options.runtimes != ("eager",):
         env["runtimes"] = {name: rt.record() for name, rt in runtimes.items()}
-    env["calibration"] = {"peak_gflops": cal.peak_gflops, "spread": cal.spread,
-                          "bandwidth_gbps": [{"bytes": s, "copy": c, "read": r}
-                                             for s, c, r in cal.bandwidth]}
-    return Session(options, device, td, cal, runtimes, env)
+    if on_environment is not None:
+        on_environment(env)
+    cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status,
+                           on_warn)
+    env["calibration"] = calibration_record(cal)
+    return Session(options, device, td, cal, runtimes, env, on_warn=on_warn)
 
 
 Timed = tuple[Measurement, "dict[str, Measurement] | None"]
@@ -128,7 +161,7 @@ def _in_runtime(rt: Runtime, make: Callable[[], nn.Module], shape: tuple[int, ..
             return by_fmt
         t = time_call(prepared.fn, s.device, min_time=s.options.min_time,
                       warmup=s.options.warmup, threads=s.options.threads, memory_format=fmt)
-        m = roofline(c.flops, c.bytes, t, s.calibration)
+        m = s.judge(c.flops, c.bytes, t)
         by_fmt[fmt] = dataclasses.replace(m, runtime=rt.name, **prepared.info)
         del module, x, prepared
     return by_fmt
@@ -150,59 +183,152 @@ def measure_all(make: Callable[[], nn.Module], shape: tuple[int, ...], c: Cost,
     return best, by_fmt, per
 
 
-def module_times(model: nn.Module, shape: tuple[int, ...], memory_format: str, s: Session,
-                 max_depth: int = 3, runs: int = 7) -> dict[str, float]:
-    """Each module's time per forward (ms, median over ``runs`` forwards), from forward
-    pre/post hooks with one synchronised clock reading per call; modules deeper than
-    ``max_depth`` are not hooked (hooks cost time too). The root is ``""``."""
-    import statistics
-    import time
+@dataclass(frozen=True)
+class ModuleTimes:
+    """Per-module times attributed inside the same hooked forwards (ms per forward, means
+    over ``runs`` forwards; the root is ``""``).
 
+    ``inclusive``: a module's calls, the modules they call included; ``own``: the same
+    minus the time of the hooked modules called inside it (exclusive). The root's
+    inclusive time is the whole hooked forward and its own time is "other" (what runs
+    outside every top-level module, hook costs around them included). Means of the same
+    forwards add up, medians do not: by construction the own times of all modules sum to
+    the whole, and a module's inclusive time is its own plus its callees' inclusive times.
+    ``medians`` are the inclusive times' medians (for reference only)."""
+
+    inclusive: dict[str, float]
+    own: dict[str, float]
+    medians: dict[str, float]
+    #: the modules that had hooks (one that did and has no time was never called
+    #: through its forward: fused into, or inlined by, its parent)
+    hooked: frozenset[str]
+    runs: int
+    #: mean of forwards without hooks, interleaved with the hooked ones
+    unhooked_ms: float
+
+    @property
+    def whole_ms(self) -> float:
+        return self.inclusive.get("", 0.0)
+
+
+class _Clock:
+    """Forward pre/post hooks keeping a stack of open calls: each call's elapsed time goes to
+    its module's inclusive time and to its caller's "called" sum, so own = elapsed - called.
+    One synchronised clock reading per hook, taken last in the pre-hook and first in the
+    post-hook (a hook's own cost falls in the caller's time, never in the module's)."""
+
+    def __init__(self, names: dict[int, str], sync: Callable[[], None]) -> None:
+        self.names, self.sync = names, sync
+        self.stack: list[list[float]] = []
+        self.inclusive: dict[str, float] = {}
+        self.own: dict[str, float] = {}
+
+    def pre(self, mod: nn.Module, args: Any) -> None:
+        self.sync()
+        self.stack.append([time.perf_counter(), 0.0])
+
+    def post(self, mod: nn.Module, args: Any, out: Any) -> None:
+        self.sync()
+        t1 = time.perf_counter()
+        t0, called = self.stack.pop()
+        dt = (t1 - t0) * 1e3
+        name = self.names[id(mod)]
+        self.inclusive[name] = self.inclusive.get(name, 0.0) + dt
+        self.own[name] = self.own.get(name, 0.0) + dt - called
+        if self.stack:
+            self.stack[-1][1] += dt
+
+    def reset(self) -> None:
+        self.stack.clear()
+        self.inclusive, self.own = {}, {}
+
+
+def module_times(model: nn.Module, shape: tuple[int, ...], memory_format: str, s: Session,
+                 max_depth: int = 3, runs: int = 7) -> ModuleTimes:
+    """Each module's inclusive and own time per forward (:class:`ModuleTimes`), from forward
+    pre/post hooks in the same forwards (one synchronised clock reading per hook); modules
+    deeper than ``max_depth`` are not hooked (hooks cost time too), their time is their
+    parent's own. Forwards without hooks, interleaved, measure what the hooks cost."""
     module, x = prepare(model, shape, s.device, s.dtype, memory_format)
     names = {id(m): n for n, m in module.named_modules()}
-    starts: dict[int, list[float]] = {}
-    per_run: dict[str, float] = {}
     sync = (lambda: torch.cuda.synchronize(s.device)) if s.device.type == "cuda" else (
         lambda: None)
+    clock = _Clock(names, sync)
+    hooked = [m for n, m in module.named_modules() if n == "" or n.count(".") + 1 <= max_depth]
 
-    def pre(mod: nn.Module, args: Any) -> None:
-        sync()
-        starts.setdefault(id(mod), []).append(time.perf_counter())
+    def forward(with_hooks: bool) -> float:
+        clock.reset()
+        hooks = [h for m in hooked for h in (m.register_forward_pre_hook(clock.pre),
+                                             m.register_forward_hook(clock.post))
+                 ] if with_hooks else []
+        try:
+            sync()
+            t0 = time.perf_counter()
+            module(x)
+            sync()
+            return (time.perf_counter() - t0) * 1e3
+        finally:
+            for h in hooks:
+                h.remove()
 
-    def post(mod: nn.Module, args: Any, out: Any) -> None:
-        sync()
-        t0 = starts[id(mod)].pop()
-        name = names[id(mod)]
-        per_run[name] = per_run.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
-
-    hooked = [m for n, m in module.named_modules()
-              if n == "" or n.count(".") + 1 <= max_depth]
-    hooks = [h for m in hooked for h in (m.register_forward_pre_hook(pre),
-                                         m.register_forward_hook(post))]
-    samples: dict[str, list[float]] = {}
+    hooked_runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    bare: list[float] = []
+    warm = max(1, s.options.warmup)
     before = torch.get_num_threads()
     if s.options.threads:
         torch.set_num_threads(s.options.threads)
     try:
         with torch.inference_mode():
-            for i in range(max(1, s.options.warmup) + runs):
-                per_run.clear()
-                module(x)
-                if i >= max(1, s.options.warmup):
-                    for k, v in per_run.items():
-                        samples.setdefault(k, []).append(v)
+            for i in range(warm + runs):
+                order = (False, True) if i % 2 else (True, False)  # alternate who goes first
+                for with_hooks in order:
+                    ms = forward(with_hooks)
+                    if i < warm:
+                        continue
+                    if not with_hooks:
+                        bare.append(ms)
+                        continue
+                    hooked_runs.append((clock.inclusive, clock.own))
     finally:
         torch.set_num_threads(before)
-        for h in hooks:
-            h.remove()
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return _attribute(hooked_runs, bare, frozenset(names[id(m)] for m in hooked))
+
+
+def _attribute(hooked_runs: list[tuple[dict[str, float], dict[str, float]]],
+               bare: list[float], hooked: frozenset[str]) -> ModuleTimes:
+    """Means over the same hooked forwards; a forward over twice the median whole (an
+    interruption) is left out of every module's mean alike, so the sums still hold."""
+    import statistics
+
+    cut = 2 * statistics.median(i.get("", 0.0) for i, _ in hooked_runs)
+    kept = [r for r in hooked_runs if r[0].get("", 0.0) <= cut]
+    incl: dict[str, list[float]] = {}
+    own: dict[str, float] = {}
+    for inclusive, own_ in kept:
+        for k, v in inclusive.items():
+            incl.setdefault(k, []).append(v)
+            own[k] = own.get(k, 0.0) + own_[k]
+    n = len(kept)
+    bare_cut = 2 * statistics.median(bare)
+    bare = [b for b in bare if b <= bare_cut]
+    return ModuleTimes(
+        inclusive={k: sum(v) / n for k, v in incl.items()},
+        own={k: v / n for k, v in own.items()},
+        medians={k: statistics.median(v) for k, v in incl.items()},
+        hooked=hooked, runs=n, unhooked_ms=sum(bare) / len(bare))
 
 
 def ab_modules(make_a: Callable[[], nn.Module], shape_a: tuple[int, ...], fmt_a: str,
                make_b: Callable[[], nn.Module], shape_b: tuple[int, ...], fmt_b: str,
-               s: Session) -> tuple[Any, Any]:
+               s: Session, width: float | None = None, time_cap: float = 0.0,
+               alpha: float = 0.05) -> tuple[Any, Any]:
     """Two modules timed interleaved (``timing.ab_time``), each in its layout, in the
-    session's runtime; returns both sides' block statistics."""
+    session's runtime; returns both sides' block statistics. With ``width``, sequential:
+    rounds are added until the ratio's ``1 - alpha`` interval is narrower than ``width``
+    (:func:`dsconv_cli.stats.settled`) or ``time_cap`` seconds have passed."""
+    from functools import partial
+
+    from ..stats import settled
     from .timing import ab_time
 
     ma, xa = prepare(make_a(), shape_a, s.device, s.dtype, fmt_a)
@@ -210,7 +336,9 @@ def ab_modules(make_a: Callable[[], nn.Module], shape_a: tuple[int, ...], fmt_a:
     return ab_time(s.runtime.prepare(ma, xa).fn, s.runtime.prepare(mb, xb).fn, s.device,
                    min_time=s.options.min_time, rounds=s.options.rounds,
                    warmup=s.options.warmup, threads=s.options.threads,
-                   formats=(fmt_a, fmt_b))
+                   formats=(fmt_a, fmt_b), time_cap=time_cap,
+                   until=None if width is None else partial(settled, width=width,
+                                                            alpha=alpha))
 
 
 def check_memory(need: int, s: Session, what: str) -> None:
@@ -257,8 +385,8 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...], s: Session,
         return ModelTiming({"params": before.params, "macs": before.macs, "memory_mb": None},
                            run(model, before, "model"))
     converted = copy.deepcopy(model)
-    _, rep = convert_model(Loaded(converted, "module", "profile"),
-                           ConvertOptions(plan, input_shape))
+    rep = convert_model(Loaded(converted, "module", "profile"),
+                        ConvertOptions(plan, input_shape))
     after = model_cost(converted, input_shape, e)
     original = run(model, before, "original")
     measured = run(converted, after, "converted")
@@ -267,8 +395,8 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...], s: Session,
         measured=measured,
         original={"params": before.params, "macs": before.macs,
                   "measured": original},
-        speedup=Speedup(measured=round(original.median_ms / measured.median_ms, 4),
+        speedup=Speedup(measured=sig(original.median_ms / measured.median_ms),
                         theoretical=round(before.macs / after.macs, 4) if after.macs else None),
-        conversion={"converted": rep["totals"]["converted"], "layers": rep["totals"]["layers"],
-                    "rel_output_diff": rep["verification"].get("rel_diff")},
+        conversion={"converted": rep.totals.converted, "layers": rep.totals.layers,
+                    "rel_output_diff": rep.verification.rel_diff},
     )

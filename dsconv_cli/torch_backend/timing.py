@@ -22,7 +22,9 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from ..errors import DsconvError, InputError
+from ..errors import DsconvError, InputError, describe
+from ..inputs import NoSuchFile, read_text
+from ..options import MeasureOptions
 from ..results import BlockStats, Measurement
 from . import free_memory, is_oom
 
@@ -41,20 +43,6 @@ __all__ = [
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    device: str = "cpu"
-    dtype: str = "fp32"
-    threads: int | None = None
-    memory_formats: tuple[str, ...] = ("nchw",)
-    min_time: float = 0.2
-    warmup: int = 3
-    #: runtimes to time in; the first is the one A/B comparisons and per-module times use
-    runtimes: tuple[str, ...] = ("eager",)
-    #: interleaved A/B rounds (blocks per side) wherever two things are timed together
-    rounds: int = 10
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,9 +100,14 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, min_time: float, w
         before = torch.get_num_threads()
         torch.set_num_threads(nthreads)  # warm up with the threads the timer will use
         try:
-            for _ in range(warmup):
+            for _ in range(max(warmup, 1)):  # a model that fails here: the input's error
                 fn()
             _sync(device)
+        except (Exception, SystemExit) as e:
+            if is_oom(e) or isinstance(e, DsconvError):
+                raise
+            raise InputError(f"the forward pass failed when run for real: {describe(e)}"
+                             ) from e
         finally:
             torch.set_num_threads(before)
         m = timer.blocked_autorange(min_run_time=min_time)
@@ -137,15 +130,24 @@ def block_stats(samples: list[float], number: int, memory_format: str) -> BlockS
     )
 
 
+#: rounds a sequential A/B adds at a time
+AB_STEP = 5
+
+
 def ab_time(fn_a: Callable[[], Any], fn_b: Callable[[], Any], device: torch.device, *,
             min_time: float, rounds: int, warmup: int, threads: int | None,
-            formats: tuple[str, str] = ("nchw", "nchw"), seed: int = 0
-            ) -> tuple[BlockStats, BlockStats]:
+            formats: tuple[str, str] = ("nchw", "nchw"), seed: int = 0,
+            until: Callable[[list[float], list[float]], bool] | None = None,
+            time_cap: float = 0.0) -> tuple[BlockStats, BlockStats]:
     """A and B timed interleaved in one process: ``rounds`` rounds (at least 10), each one
     Timer block of A and one of B in random order, so drift and a noisy neighbour hit both
     alike. Each side gets about ``min_time`` seconds in all; a block is as many calls as
-    fit ``min_time / rounds``."""
+    fit ``min_time / rounds``.
+
+    Sequential: with ``until`` (A's and B's block times so far -> enough?), rounds are
+    added :data:`AB_STEP` at a time until it holds or ``time_cap`` seconds have passed."""
     import random
+    import time
 
     rounds = max(10, rounds)
     nthreads = threads or torch.get_num_threads()
@@ -167,12 +169,20 @@ def ab_time(fn_a: Callable[[], Any], fn_b: Callable[[], Any], device: torch.devi
                 numbers[side] = max(1, int(min_time / rounds / max(one, 1e-7)))
         finally:
             torch.set_num_threads(before)
-        for _ in range(rounds):
-            order = ["a", "b"]
-            rng.shuffle(order)
-            for side in order:
-                n = numbers[side]
-                samples[side].append(timers[side].timeit(n).raw_times[0] / n)
+        t0 = time.perf_counter()
+
+        def play(k: int) -> None:
+            for _ in range(k):
+                order = ["a", "b"]
+                rng.shuffle(order)
+                for side in order:
+                    n = numbers[side]
+                    samples[side].append(timers[side].timeit(n).raw_times[0] / n)
+
+        play(rounds)
+        while (until is not None and time.perf_counter() - t0 < time_cap
+               and not until(samples["a"], samples["b"])):
+            play(AB_STEP)
     return (block_stats(samples["a"], numbers["a"], formats[0]),
             block_stats(samples["b"], numbers["b"], formats[1]))
 
@@ -224,9 +234,11 @@ class Calibration:
     spread: float = 0.0
 
     def implausible(self) -> str | None:
-        """Why these figures cannot be a peak, or None. The bounds are far below any CPU
+        """Why these figures cannot be a peak, or None. The floors are far below any CPU
         or GPU dsconv runs on: a figure under them means a loaded machine or a bad run
-        (one such run once cached 0.07 GB/s and flagged every later row)."""
+        (one such run once cached 0.07 GB/s and flagged every later row). A spread above
+        :data:`MAX_CAL_SPREAD` (the median block over twice the best) means the machine
+        was busy while calibrating (one such run cached 31.6 GFLOP/s at a 4.8x spread)."""
         if not (math.isfinite(self.peak_gflops) and self.peak_gflops >= MIN_PEAK_GFLOPS):
             return f"peak {self.peak_gflops} GFLOP/s < {MIN_PEAK_GFLOPS}"
         if not self.bandwidth:
@@ -234,8 +246,10 @@ class Calibration:
         for size, copy, read in self.bandwidth:
             if not (math.isfinite(copy) and math.isfinite(read)) or max(copy, read) < MIN_GBPS:
                 return f"bandwidth {max(copy, read)} GB/s at {size} bytes < {MIN_GBPS}"
-        return None  # the spread is recorded, not judged: a busy machine's best block is
-        # still a peak, and a noisy CI runner must not recalibrate three times per run
+        if not (math.isfinite(self.spread) and self.spread <= MAX_CAL_SPREAD):
+            return (f"spread {self.spread:.2f} > {MAX_CAL_SPREAD}: the median probe block "
+                    "was over twice the best (a busy machine)")
+        return None
 
     def gbps_for(self, working_set: int) -> float:
         """The larger of copy and read bandwidth at the smallest calibrated working set
@@ -257,7 +271,11 @@ def _cache_file() -> Path:
 
 MIN_PEAK_GFLOPS = 1.0
 MIN_GBPS = 0.5
+#: the largest median/best - 1 of a probe a calibration may have and still be cached
+MAX_CAL_SPREAD = 1.0
 CAL_ATTEMPTS = 3
+#: a measurement above this fraction of its roofline bound recalibrates (once per run)
+ABOVE_ROOFLINE = 1.05
 
 
 def calibrate(device: torch.device, dtype: str, threads: int | None,
@@ -278,7 +296,8 @@ def calibrate(device: torch.device, dtype: str, threads: int | None,
     assert best is not None
     if on_warn:
         on_warn(f"calibration still implausible after {CAL_ATTEMPTS} runs "
-                f"({best.implausible()}): is the machine loaded? Roofline fractions may be off")
+                f"({best.implausible()}): is the machine loaded? Not cached; roofline "
+                "fractions may be off")
     return best
 
 
@@ -331,22 +350,23 @@ def load_calibration(device: torch.device, dtype: str, threads: int | None,
                      on_status: Callable[[str], None] | None = None,
                      on_warn: Callable[[str], None] | None = None) -> Calibration:
     """The cached calibration for this device, torch, dtype and threads, or a fresh one.
-    A cache that cannot be read, is damaged or holds implausible figures is said once
-    (``on_warn``) and recalibrated; a cache that cannot be written is said once."""
+    A cache that cannot be read, is damaged or holds implausible figures (floors, spread:
+    judged on every load) is said once (``on_warn``) and recalibrated; an implausible fresh
+    calibration is never cached; a cache that cannot be written is said once."""
     warn = on_warn or (lambda m: None)
     path = _cache_file()
     key = calibration_key(device, dtype, threads)
     cache: dict[str, Any] = {}
     try:
-        loaded = json.loads(path.read_text())
+        loaded = json.loads(read_text(path, "calibration cache", "cache"))  # not a FIFO
         if isinstance(loaded, dict):
             cache = loaded
         else:
             warn(f"calibration cache {path} holds {type(loaded).__name__}, not a mapping: "
                  "recalibrating")
-    except FileNotFoundError:
+    except (FileNotFoundError, NoSuchFile):
         pass
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, InputError) as e:
         warn(f"calibration cache {path} cannot be read ({e}): recalibrating")
     if not recalibrate and key in cache:
         c = cache[key]
@@ -363,6 +383,8 @@ def load_calibration(device: torch.device, dtype: str, threads: int | None,
     if on_status:
         on_status(f"calibrating peak FLOP/s and bandwidth for {key} (cached in {path})")
     cal = calibrate(device, dtype, threads, on_warn)
+    if cal.implausible() is not None:
+        return cal  # used for this run (and said), never cached
     cache[key] = {"peak_gflops": cal.peak_gflops, "bandwidth": [list(b) for b in cal.bandwidth],
                   "spread": cal.spread}
     try:
@@ -389,6 +411,23 @@ def roofline_bound_ms(flops: int, bytes_moved: int, cal: Calibration) -> float:
     return max(_bounds(flops, bytes_moved, cal))
 
 
+#: a measurement whose IQR is above this share of its median is flagged noisy
+NOISY_SPREAD = 0.20
+#: how the flags of a noisy and of an implausible (above its roofline) measurement begin
+NOISY = "noisy"
+IMPLAUSIBLE = "exceeds calibrated roofline"
+
+
+def noise_flag(timing: BlockStats) -> str | None:
+    """Why the block times are too spread to quote one median (IQR above
+    :data:`NOISY_SPREAD` of the median, or a range wider than the median), or None."""
+    med = timing.median_ms
+    if med > 0 and (timing.iqr_ms > NOISY_SPREAD * med or timing.max_ms - timing.min_ms > med):
+        return (f"{NOISY}: IQR {timing.iqr_ms:.3f} ms ({100 * timing.iqr_ms / med:.0f}% of the "
+                f"median {med:.3f} ms), block times {timing.min_ms:.3f}-{timing.max_ms:.3f} ms")
+    return None
+
+
 def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration) -> Measurement:
     """Achieved rates and the roofline bound for one measured layer.
 
@@ -401,16 +440,17 @@ def roofline(flops: int, bytes_moved: int, timing: BlockStats, cal: Calibration)
     bound = max(compute_ms, memory_ms)
     frac = bound / timing.median_ms if timing.median_ms else 0.0
     flags = []
-    if frac > 1.05:
-        flags.append("exceeds calibrated roofline: " + (
-            "data stayed in cache between calls" if memory_ms >= compute_ms
-            else "the conv kernel beats the calibration matmul"))
+    if frac > ABOVE_ROOFLINE:
+        flags.append(f"{IMPLAUSIBLE} ({100 * frac:.0f}% of the "
+                     f"{'memory' if memory_ms >= compute_ms else 'compute'} bound): "
+                     "implausible, faster than the calibrated peak; re-run on an idle "
+                     "machine with --recalibrate")
     elif frac < 0.01:
         flags.append(f"under 1% of the roofline bound ({100 * frac:.2f}%): an outlier, a "
                      "loaded machine, or per-call overhead far above the work")
-    if timing.max_ms - timing.min_ms > timing.median_ms:
-        flags.append(f"noisy: block times range {timing.min_ms:.3f}-{timing.max_ms:.3f} ms "
-                     f"around a median of {timing.median_ms:.3f} ms")
+    noisy = noise_flag(timing)
+    if noisy:
+        flags.append(noisy)
     flag = "; ".join(flags) or None
     return Measurement(
         **timing.rounded(), samples_ms=timing.samples_ms,

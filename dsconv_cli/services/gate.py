@@ -1,0 +1,305 @@
+"""The CI gate around ``profile``: shards, merging their reports, baselines.
+
+A shard runs a deterministic slice of the planned cases and records in its report which
+slice it was (``shard: {index, count}``), how it ended (``exit_status``) and what failed
+(its cases' verdicts, ``runtime_errors``). :func:`merge_reports` joins the reports of one
+config and one dsconv version and fails unless every shard 1..n reported exactly once.
+Reports read back (merge inputs, ``--baseline``) are checked against the shipped
+``report.schema.json`` first. Stdlib only; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .. import __version__
+from ..errors import InputError, interrupt_exit_code
+from ..gate import baseline_failure, compare_baseline, env_mismatch, peak_scale
+from ..inputs import read_bytes, read_text
+from ..results import ProfileCaseResult, envelope, to_json
+from ..validate import fmt_path, report_schema, validate
+
+__all__ = ["MergeResult", "Shard", "apply_baseline", "baseline_environment_problem",
+           "config_digest", "exit_status", "load_report", "merge_reports", "run_meta",
+           "run_report", "summarise"]
+
+#: at most this many problems of one report are listed (then "and N more")
+MAX_PROBLEMS = 10
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (1-based) of ``count`` deterministic slices of the planned cases."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise InputError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
+        if not 1 <= i <= n <= 1000:
+            raise InputError(f"--shard {text!r}: needs 1 <= i <= n <= 1000")
+        return cls(i, n)
+
+    def select(self, planned: Sequence[T]) -> list[T]:
+        """Every ``count``-th case from the ``index``-th: the shards of one plan cover each
+        case exactly once."""
+        return [pc for k, pc in enumerate(planned) if k % self.count == self.index - 1]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def config_digest(path: Path) -> str:
+    """What identifies a config across shards: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(read_bytes(path, "CONFIG", "config")).hexdigest()[:16]
+
+
+def exit_status(cases: Sequence[ProfileCaseResult], runtime_errors: dict[str, str],
+                interrupted: bool = False) -> int:
+    """The exit code a run's results call for: 130 interrupted, 1 a failed or errored case
+    or a runtime error, else 0."""
+    if interrupted:
+        return interrupt_exit_code()
+    failed = any(c.verdict in ("fail", "error") for c in cases)
+    return 1 if failed or runtime_errors else 0
+
+
+def summarise(verdicts: Sequence[str]) -> dict[str, int]:
+    """The report's ``summary``: cases, failed (fail or error), marginal, passed."""
+    failed = sum(v in ("fail", "error") for v in verdicts)
+    marginal = sum(v == "marginal" for v in verdicts)
+    return {"cases": len(verdicts), "failed": failed, "marginal": marginal,
+            "passed": len(verdicts) - failed - marginal}
+
+
+def run_meta(config: Path, shard: Shard | None, only: list[str] | None) -> dict[str, Any]:
+    """The report keys a merge checks: the config and its digest, the shard, the
+    selection."""
+    meta: dict[str, Any] = {"config": str(config), "config_digest": config_digest(config)}
+    if shard is not None:
+        meta["shard"] = {"index": shard.index, "count": shard.count}
+    if only:
+        meta["only"] = list(only)
+    return meta
+
+
+def run_report(run: Any, cases: list[ProfileCaseResult], meta: dict[str, Any]
+               ) -> dict[str, Any]:
+    """A run's report: its cases (baseline applied), environment, summary, the ``meta``
+    of :func:`run_meta`, its exit status and what failed outside the cases."""
+    return envelope(cases, environment=run.environment,
+                    summary=summarise([c.verdict for c in cases]), **meta,
+                    exit_status=exit_status(cases, run.runtime_errors, run.interrupted),
+                    **({"interrupted": True} if run.interrupted else {}),
+                    **({"runtime_errors": run.runtime_errors} if run.runtime_errors else {}))
+
+
+# ---------------------------------------------------------------- reading reports back
+
+def load_report(path: Path, what: str = "--baseline") -> dict[str, Any]:
+    """A dsconv profile report, validated against ``report.schema.json`` and as a profile
+    report (every case with a verdict, positive medians): each problem one line with its
+    key path, all raised as one :class:`InputError` (exit 2)."""
+    try:
+        data = json.loads(read_text(path, what, "report"))
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{what} {path}: not a JSON report ({e})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != 1:
+        raise InputError(f"{what} {path}: not a dsconv report (schema_version 1)")
+    problems = validate(data, _profile_report_schema())
+    cases = data.get("cases")
+    for i, case in enumerate(cases if isinstance(cases, list) else []):
+        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
+            problems.append((("cases", i), "a case must be an object with a string 'name'"))
+            continue
+        if "verdict" not in case:
+            problems.append((("cases", i, "verdict"), "required key is missing (a profile "
+                             "report's case)"))
+        m = case.get("measured")
+        for key in ("median_ms", "q1_ms", "q3_ms"):
+            v = m.get(key) if isinstance(m, dict) else None
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+                problems.append((("cases", i, "measured", key),
+                                 f"must be a positive number, got {v!r}"))
+    if problems:
+        lines = [f"{what} {path}: {fmt_path(p)}: {msg}"
+                 for p, msg in sorted(dict.fromkeys(problems), key=_deepest_first)]
+        if len(lines) > MAX_PROBLEMS:
+            lines = [*lines[:MAX_PROBLEMS], f"{what} {path}: and {len(lines) - MAX_PROBLEMS} "
+                     "more problem(s)"]
+        # one ``Error:`` line per problem
+        raise InputError("\nError: ".join(lines))
+    return data
+
+
+def _profile_report_schema() -> dict[str, Any]:
+    """The shipped report schema, its cases held to the shape a profile case has (a
+    baseline or a shard is a profile report, not a compare or convert one)."""
+    schema = dict(report_schema())
+    cases = {"type": "array", "items": {"$ref": "#/$defs/ProfileCaseResult"}}
+    schema["properties"] = {**schema["properties"], "cases": cases}
+    return schema
+
+
+def _deepest_first(problem: tuple[tuple[Any, ...], str]) -> tuple[int, str]:
+    """Problems of values before missing keys higher up: the line naming the bad figure
+    comes first."""
+    path, msg = problem
+    return (-len(path), fmt_path(path)) if "missing" not in msg else (1, fmt_path(path))
+
+
+# ---------------------------------------------------------------- merging shards
+
+@dataclass(frozen=True)
+class MergeResult:
+    """The merged report, its exit code, and one line per reason it failed."""
+
+    report: dict[str, Any]
+    exit_status: int
+    problems: list[str]
+
+
+def merge_reports(files: Sequence[Path]) -> MergeResult:
+    """Shard reports of one config and one dsconv version joined into one report.
+
+    Refused (exit 2): a report that fails its schema, another config digest, selection
+    or dsconv version, shards of different counts, a shard or a case twice. Failed
+    (exit 1, the report still written): a shard that never reported, and every shard's
+    failed cases, runtime errors and non-zero exit."""
+    datas = [load_report(p, "--merge") for p in files]
+    _check_same_run(files, datas)
+    shards = _check_shards(files, datas)
+    names: dict[str, Path] = {}
+    for p, d in zip(files, datas, strict=True):
+        for c in d["cases"]:
+            if c["name"] in names:
+                raise InputError(f"--merge: case {c['name']!r} is in more than one report "
+                                 f"({names[c['name']]}, {p}); the same shard twice?")
+            names[c["name"]] = p
+    count = shards[0].count
+    missing = [i for i in range(1, count + 1) if i not in {s.index for s in shards}]
+    problems = [f"shard {i}/{count} never reported (it crashed, was cancelled or its "
+                "report was not uploaded)" for i in missing]
+    runtime_errors: dict[str, str] = {}
+    for s, d in sorted(zip(shards, datas, strict=True), key=lambda x: x[0].index):
+        for rt, why in (d.get("runtime_errors") or {}).items():
+            runtime_errors.setdefault(rt, f"shard {s}: {why}")
+            problems.append(f"shard {s}: runtime {rt}: {why}")
+        status = d.get("exit_status", 0)
+        if status != 0:
+            problems.append(f"shard {s} exited with status {status}")
+    cases = [c for d in datas for c in d["cases"]]
+    failed = [c for c in cases if c.get("verdict") in ("fail", "error")]
+    problems += [f"case {c['name']}: {c.get('error') or '; '.join(c.get('failures') or [])}"
+                 .rstrip(": ") for c in failed[:MAX_PROBLEMS]]
+    if len(failed) > MAX_PROBLEMS:
+        problems.append(f"and {len(failed) - MAX_PROBLEMS} more failed case(s)")
+    interrupted = any(d.get("interrupted") for d in datas)
+    status = 1 if problems or interrupted else 0
+    first = datas[0]
+    report = envelope(
+        cases, environment=first.get("environment"), config=first.get("config"),
+        config_digest=first["config_digest"], **({"only": first["only"]} if "only" in first
+                                                 else {}),
+        shards=[{"report": str(p), "shard": {"index": s.index, "count": s.count},
+                 "exit_status": d.get("exit_status", 0),
+                 "device_name": (d.get("environment") or {}).get("device_name"),
+                 **({"runtime_errors": d["runtime_errors"]} if d.get("runtime_errors")
+                    else {})}
+                for p, s, d in zip(files, shards, datas, strict=True)],
+        **({"missing_shards": missing} if missing else {}),
+        **({"runtime_errors": runtime_errors} if runtime_errors else {}),
+        summary=summarise([c.get("verdict", "") for c in cases]),
+        exit_status=status, **({"interrupted": True} if interrupted else {}),
+        **({"dry_run": True} if all(d.get("dry_run") for d in datas) else {}))
+    return MergeResult(report, status, problems)
+
+
+def _check_same_run(files: Sequence[Path], datas: list[dict[str, Any]]) -> None:
+    """One config (digest and ``--only``) and one dsconv version, this one."""
+    for p, d in zip(files, datas, strict=True):
+        version = d["tool"]["version"]
+        if version != __version__:
+            raise InputError(f"--merge {p}: written by dsconv {version}, this is "
+                             f"{__version__}; merge shards run by one dsconv version")
+    digests = {d.get("config_digest") for d in datas}
+    if None in digests or len(digests) != 1:
+        raise InputError("--merge: the reports come from different configs (config_digest "
+                         f"{', '.join(sorted(str(d) for d in digests))}); merge shards of one "
+                         "config")
+    onlys = {json.dumps(d.get("only")) for d in datas}
+    if len(onlys) != 1:
+        raise InputError(f"--merge: the reports select different cases (--only "
+                         f"{', '.join(sorted(onlys))}); merge shards of one selection")
+
+
+def _check_shards(files: Sequence[Path], datas: list[dict[str, Any]]) -> list[Shard]:
+    """Each report's shard (an unsharded report is 1/1): one count, no index twice."""
+    shards = [Shard(**d["shard"]) if "shard" in d else Shard(1, 1) for d in datas]
+    counts = {s.count for s in shards}
+    if len(counts) != 1:
+        raise InputError("--merge: the reports split the cases differently (shard counts "
+                         f"{', '.join(map(str, sorted(counts)))}); merge the shards of one "
+                         "matrix")
+    seen: dict[int, Path] = {}
+    for p, s in zip(files, shards, strict=True):
+        if s.index > s.count:
+            raise InputError(f"--merge {p}: shard {s} is not one of 1..{s.count}")
+        if s.index in seen:
+            raise InputError(f"--merge: shard {s} is in more than one report ({seen[s.index]}, "
+                             f"{p}); the same shard twice?")
+        seen[s.index] = p
+    return shards
+
+
+# ---------------------------------------------------------------- baselines
+
+def baseline_environment_problem(base: dict[str, Any] | None,
+                                 environment: dict[str, Any]) -> str | None:
+    """What differs between the baseline's environment and this run's, as one line."""
+    if base is None:
+        return None
+    mismatch = env_mismatch(environment, base.get("environment", {}))
+    return ("baseline from a different environment: " + "; ".join(mismatch)) if mismatch \
+        else None
+
+
+def apply_baseline(cases: list[ProfileCaseResult], base: dict[str, Any], threshold: float,
+                   environment: dict[str, Any], normalize: bool = False
+                   ) -> list[ProfileCaseResult]:
+    """Each case's change against the stored baseline (U test + threshold); a regression,
+    or a figure that is not finite, fails the case. A baseline from another environment is
+    marked cross-environment and, with ``normalize``, scaled by the ratio of calibrated
+    peaks for the case's bound (a peak that is NaN, inf or 0 fails the case)."""
+    by_name = {c.get("name"): c for c in base.get("cases", [])}
+    cross = bool(env_mismatch(environment, base.get("environment", {})))
+    out = []
+    for c in cases:
+        old = by_name.get(c.name, {}).get("measured")
+        scale, problem = 1.0, None
+        if normalize and cross and c.measured is not None:
+            scale, problem = peak_scale(base.get("environment", {}), environment,
+                                        c.measured.bound)
+        check: dict[str, Any] = (
+            {"status": "not finite", "problem": problem} if problem is not None else
+            compare_baseline(to_json(c.measured) if c.measured else None, old, threshold,
+                             scale=scale))
+        if cross:
+            check["cross_environment"] = True
+        c = dataclasses.replace(c, baseline=check)
+        failure = baseline_failure(check)
+        if failure is not None:
+            c = dataclasses.replace(c, verdict="fail", failures=[*(c.failures or []), failure])
+        out.append(c)
+    return out

@@ -1,0 +1,129 @@
+"""End-to-end distillation (``convert --distill-steps``): after the layer-wise refit, the
+converted layers are trained to match the original model's outputs on the calibration
+inputs; it lowers the output error on held-out inputs and never leaves it worse."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from dsconv_cli.cli import app
+
+from .utils import validate_report
+from .zoo import ResidualCNN, patterns, train_on_patterns
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A residual CNN trained on the pattern task, 256 calibration and 256 held-out
+    inputs (its own files: no other test shares them)."""
+    d = tmp_path_factory.mktemp("distill")
+    torch.manual_seed(0)
+    model = ResidualCNN()
+    assert train_on_patterns(model, steps=150, n=1024) > 0.9
+    torch.save(model, d / "cnn.pt")
+    torch.save(patterns(256, seed=3)[0], d / "cal.pt")
+    np.save(d / "eval.npy", patterns(256, seed=4)[0].numpy())
+    return d
+
+
+def convert(d: Path, *extra: Any) -> dict[str, Any]:
+    r = runner.invoke(app, [str(a) for a in (
+        "convert", d / "cnn.pt", "--trust-pickle", "--dry-run", "--min-channels", "8",
+        "--calibration-data", d / "cal.pt", "--eval-data", d / "eval.npy", "--json",
+        *extra)])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    validate_report(out)
+    return out["cases"][0]
+
+
+def test_distillation_lowers_the_held_out_error(trained: Path) -> None:
+    cal = convert(trained)
+    dist = convert(trained, "--distill-steps", "120")
+    e0, e1 = cal["fidelity"]["rel_output_error"], dist["fidelity"]["rel_output_error"]
+    assert e1 < 0.9 * e0, (e0, e1)  # on inputs it never trained on
+    assert dist["fidelity"]["agreement"] >= cal["fidelity"]["agreement"]
+    d = dist["distillation"]
+    assert d["steps"] == 120 and d["kept"] and d["batch"] == 32
+    # the error it reports before training is the calibrated model's on the same inputs
+    assert d["rel_output_error_before"] == pytest.approx(
+        cal["fidelity_on_calibration"]["rel_output_error"], rel=1e-3)
+    assert d["rel_output_error_after"] == pytest.approx(
+        dist["fidelity_on_calibration"]["rel_output_error"], rel=1e-3)
+    assert d["rel_output_error_after"] < d["rel_output_error_before"]
+    steps = [s for s, _ in d["loss"]]
+    assert 2 <= len(steps) <= 8 and steps[-1] == 120 and steps == sorted(steps)
+    assert d["loss"][-1][1] < d["loss"][0][1]
+    assert dist["timing_s"]["distill"] == d["seconds"] > 0
+    assert "distillation" not in cal and "distill" not in cal["timing_s"]
+
+
+def test_distill_options(trained: Path) -> None:
+    base = ["convert", str(trained / "cnn.pt"), "--trust-pickle", "--dry-run"]
+    r = runner.invoke(app, [*base, "--distill-steps", "10"])
+    assert r.exit_code == 2 and "--calibration-data" in r.stderr
+    r = runner.invoke(app, [*base, "--distill-steps", "-1", "--calibration-data",
+                            str(trained / "cal.pt")])
+    assert r.exit_code == 2 and "--distill-steps must be" in r.stderr
+
+
+def _converted(trained: Path) -> tuple[nn.Module, nn.Module, list[str]]:
+    from dsconv_cli.plan import PlanOptions
+    from dsconv_cli.torch_backend.convert import ConvertOptions, convert_model
+    from dsconv_cli.torch_backend.loading import Loaded
+
+    original = torch.load(trained / "cnn.pt", weights_only=False).eval()
+    model = copy.deepcopy(original)
+    conv = convert_model(Loaded(model, "module", "x"),
+                         ConvertOptions(PlanOptions(min_channels=8), (1, 3, 16, 16)))
+    return original, model, [d.facts.name for d in conv.decisions if d.convert]
+
+
+def test_only_the_converted_layers_train(trained: Path) -> None:
+    from dsconv_cli.torch_backend.calibrate import distill
+
+    original, model, names = _converted(trained)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()
+              if not any(n.startswith(f"{x}.") for x in names)}
+    pairs = {n: p.detach().clone() for n, p in model.named_parameters() if n not in frozen}
+    model.stem[0].weight.requires_grad_(False)  # a flag of the user's: given back as it was
+    d = distill(original, model, names, torch.load(trained / "cal.pt"), 20, 32)
+    assert d["kept"]
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in frozen.items())
+    assert any(not torch.equal(after[n], p) for n, p in pairs.items())
+    assert not model.stem[0].weight.requires_grad and model.head.weight.requires_grad
+    assert not model.training  # eval mode throughout: batch norm statistics untouched
+
+
+def test_training_that_makes_it_worse_is_undone(trained: Path) -> None:
+    from dsconv_cli.torch_backend.calibrate import distill
+
+    original, model, names = _converted(trained)
+    before = copy.deepcopy(model.state_dict())
+    d = distill(original, model, names, torch.load(trained / "cal.pt"), 10, 32, lr=10.0)
+    assert not d["kept"]  # a learning rate this large wrecks the weights
+    assert d["rel_output_error_after"] == d["rel_output_error_before"]
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_half_precision_models_distill_in_float32(trained: Path) -> None:
+    from dsconv_cli.torch_backend.calibrate import distill
+
+    original, model, names = _converted(trained)
+    original, model = original.to(torch.bfloat16), model.to(torch.bfloat16)
+    d = distill(original, model, names, torch.load(trained / "cal.pt"), 30, 32)
+    assert d["rel_output_error_after"] <= d["rel_output_error_before"]
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # its own dtype back

@@ -150,7 +150,8 @@ class TableRenderer:
             if hidden:
                 console.print(f"hidden at {width} columns: {', '.join(hidden)} "
                               "(--wide shows all)", markup=False, highlight=False)
-            for note in t.notes + ([t.conventions] if t.conventions else []):
+            conventions = t.brief or t.conventions
+            for note in t.notes + ([conventions] if conventions else []):
                 console.print(note, markup=False, highlight=False)
             console.print()
 

@@ -42,8 +42,10 @@ class Table:
     #: what a reader needs first (verdict counts) and the lines that matter most (failures)
     summary: str | None = None
     alerts: list[str] = field(default_factory=list)
-    #: the counting conventions (a collapsed block in Markdown)
+    #: the counting conventions (a collapsed block in Markdown) and their one-line form
+    #: (what the terminal shows: the rest is in docs/CONVENTIONS.md)
     conventions: str | None = None
+    brief: str | None = None
     layout: Layout = field(default_factory=Layout)
 
     def add(self, row: list[str], style: str | None = None, depth: int = 0) -> None:

@@ -149,6 +149,9 @@ COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias exc
                  "BN; bytes = inference memory traffic (BN folded, activations fused); per "
                  "forward of the whole batch.")
 
+#: what a terminal shows (80 columns, one line); the full text is in docs/CONVENTIONS.md
+COUNTING_BRIEF = "Counting: MACs exclude bias; FLOPs = 2 x MACs; see docs/CONVENTIONS.md"
+
 
 def _rt_cell(m: dict[str, Any]) -> str:
     extra = []
@@ -198,7 +201,8 @@ COLUMNS["compare_view"] = (*LAYER_COLS, *TIMED_COLS, *CASES_COLS, *CASES_TIMED)
 def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     cols = [*LAYER_COLS, *(TIMED_COLS if measured else ())]
     std, cand = case["standard"], case["candidate"]
-    t = Table(f"{case['name']}: {_describe(case['input'])}", cols, conventions=COUNTING_NOTE)
+    t = Table(f"{case['name']}: {_describe(case['input'])}", cols,
+              conventions=COUNTING_NOTE, brief=COUNTING_BRIEF)
 
     def add(label: str, c: dict[str, Any], style: str | None = None, depth: int = 0) -> None:
         row = [label, *_cost_cells(c)]
@@ -241,7 +245,8 @@ def compare_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     if len(cases) == 1 and not cases[0].get("skipped"):
         return [_compare_single(cases[0], measured)]
     cols = [*CASES_COLS, *(CASES_TIMED if measured else ())]
-    t = Table(f"{len(cases)} cases", cols, conventions=COUNTING_NOTE)
+    t = Table(f"{len(cases)} cases", cols,
+              conventions=COUNTING_NOTE, brief=COUNTING_BRIEF)
     for c in cases:
         if c.get("skipped"):
             t.add([c["name"], *(["-"] * (len(cols) - 3)), "skipped", "-"])
@@ -278,7 +283,7 @@ def preset_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
         cols = [*PRESET_COLS, *(PRESET_TIMED if measured else ()), *(PRESET_FULL if fc else ())]
         t = Table(f"{m['name']} (width {m['width']}, {m['resolution']}x{m['resolution']}, "
                   f"{m['classes']} classes, batch {m['batch']}, {m['dtype']})", cols,
-                  conventions=COUNTING_NOTE)
+                  conventions=COUNTING_NOTE, brief=COUNTING_BRIEF)
         fc_stages = {s["stage"]: s for s in fc["stages"]} if fc else {}
         for s in case["stages"]:
             row = [s["stage"], str(s["blocks"]), fmt_shape(s["output_shape"]),
@@ -503,7 +508,7 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     cols = [*PROFILE_COLS, *(() if planned else PROFILE_TIMED),
             *(("vs",) if has_vs and not planned else ()), *PROFILE_END]
     t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols,
-              conventions=COUNTING_NOTE)
+              conventions=COUNTING_NOTE, brief=COUNTING_BRIEF)
     t.summary = verdict_counts(cases)
 
     def rank(c: dict[str, Any]) -> int:
@@ -614,7 +619,8 @@ def _model_table(case: dict[str, Any], layout: Layout) -> Table:
     cols = [*MODEL_COLS, *(MODEL_TIMED if measured else ()), *(MODEL_VS if has_vs else ()),
             *MODEL_DS]
     t = Table(f"{case['name']} (input {fmt_shape(m['input_shape'])}, counted on "
-              f"{m['counted_on'].split(' ')[0]})", cols, conventions=MODEL_COUNTING_NOTE)
+              f"{m['counted_on'].split(' ')[0]})", cols, conventions=MODEL_COUNTING_NOTE,
+              brief=MODEL_COUNTING_BRIEF)
     parents = _parents(la["name"] for la in case["layers"])
     rows, rest = _module_rows(case, layout)
     for la in rows:
@@ -715,6 +721,8 @@ def _model_notes(case: dict[str, Any]) -> list[str]:
     return notes
 
 
+MODEL_COUNTING_BRIEF = ("Counting: FlopCounterMode / 2; rows include children; see "
+                        "docs/CONVENTIONS.md")
 MODEL_COUNTING_NOTE = (
     "Counting (ATen dispatch level, as torch's FlopCounterMode / 2): MACs = convolutions, "
     "mm/addmm/bmm/baddbmm (linear, matmul, einsum) and attention; elementwise ops = one per "

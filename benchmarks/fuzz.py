@@ -1,8 +1,8 @@
 """The contract fuzz (tests/test_fuzz.py) at 10x CI's examples, with its figures.
 
-Run: .venv/bin/python benchmarks/fuzz.py [--examples N]   (default 2000 per property; the
-properties that run torch work get a tenth of that, as in CI). Prints per-property
-seconds and writes them to benchmarks/results/fuzz.txt.
+Run: .venv/bin/python benchmarks/fuzz.py [--examples N]   (default 5000 per property: 10x
+CI's 500; the properties that run torch work get a tenth of that, as in CI). Prints
+per-property seconds and writes them to benchmarks/results/fuzz.txt.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ def _properties() -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--examples", type=int, default=2000)
+    ap.add_argument("--examples", type=int, default=5000)
     ap.add_argument("-k", default=None, help="only the properties matching (pytest -k)")
     args = ap.parse_args()
     env = {**os.environ, "DSCONV_FUZZ_EXAMPLES": str(args.examples), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-           "-rf", "tests/test_fuzz.py"] + (["-k", args.k] if args.k else [])
+           "-rf", "--timeout", "3600", "tests/test_fuzz.py"] + (["-k", args.k] if args.k else [])
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t0

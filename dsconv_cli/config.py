@@ -525,6 +525,25 @@ def arch_spec(cfg: Config, m: ModelCfg) -> str | None:
     return f"{cfg._dir / file}:{fn}"
 
 
+def input_files(cfg: Config) -> list[tuple[str, Path | None]]:
+    """Every file the config's cases read (model and vs files, ``file.py`` archs), labelled
+    by key path: inputs no output of the run may be."""
+    out: list[tuple[str, Path | None]] = []
+    for i, c in enumerate(cfg.cases):
+        for key, m in (("model", c.model), ("model.vs", getattr(c.model, "vs", None))):
+            if m is None or isinstance(m, str):
+                continue
+            path = getattr(m, "path", None)
+            if path is not None:
+                p = Path(path)
+                out.append((f"cases[{i}].{key}.path", p if p.is_absolute() else cfg._dir / p))
+            arch = getattr(m, "arch", None)
+            if arch and ":" in arch and arch.rpartition(":")[0].endswith(".py"):
+                f = Path(arch.rpartition(":")[0])
+                out.append((f"cases[{i}].{key}.arch", f if f.is_absolute() else cfg._dir / f))
+    return out
+
+
 def model_file_format(cfg: Config, i: int) -> str:
     """Check a model case's file exists and looks like a torch file (no torch needed)."""
     m = cfg.cases[i].model

@@ -373,7 +373,7 @@ SLOTS = [
     ["profile", "--merge", "{}", "{}"],
     ["profile", "c.yaml", "--dry-run", "--baseline", "{}"],
     ["profile", "c.yaml", "--dry-run", "--report", "{}"],
-    ["profile", "c.yaml", "--dry-run", "--save-baseline", "{}"],
+    ["profile", "c.yaml", "--only", "no-such-case", "--save-baseline", "{}"],
     ["convert", "sd.pt", "--arch", "tests.test_fuzz:tiny", "--dry-run",
      "--calibration-data", "{}"],
     ["convert", "sd.pt", "--arch", "tests.test_fuzz:tiny", "--dry-run", "--eval-data", "{}"],

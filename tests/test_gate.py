@@ -387,7 +387,8 @@ def test_merge_appends_to_the_step_summary(tmp_path: Path,
     assert r.exit_code == 1
     text = summary.read_text()
     assert text.startswith("# earlier step\n") and "s[in=8]" in text and "s[in=24]" in text
-    assert "Error: shard 2/3 never reported" in text
+    ours = text.split("# earlier step\n", 1)[1]
+    assert "shard 2/3 never reported" in ours.split("| s[in=8]")[0]  # above the table
 
 
 def test_a_config_error_writes_its_line_to_the_step_summary(
@@ -398,3 +399,30 @@ def test_a_config_error_writes_its_line_to_the_step_summary(
     (line,) = error_lines(r)
     assert r.exit_code == 2
     assert summary.read_text().strip() == line
+
+
+def test_an_incomplete_merge_says_so_at_the_top_of_every_report(tmp_path: Path) -> None:
+    s1, _, s3 = shards(tmp_path, 3)
+    md = tmp_path / "all.md"
+    r = run("profile", "--merge", s1, s3, "--report", md)
+    assert r.exit_code == 1
+    for text in (r.stdout, md.read_text()):
+        head = text.strip().splitlines()[:6]
+        assert any(ln.lstrip("#* ").startswith("INCOMPLETE") for ln in head), head
+        assert any("shard 2/3 never reported" in ln for ln in head), head
+
+
+def test_no_output_may_be_a_file_the_configs_cases_read(tmp_path: Path) -> None:
+    import torch
+
+    from tests.models import small_resnet
+
+    torch.save(small_resnet().state_dict(), tmp_path / "m.pt")
+    (tmp_path / "arch.py").write_text("from tests.models import small_resnet as build\n")
+    before = {n: (tmp_path / n).read_bytes() for n in ("m.pt", "arch.py")}
+    cfg = write(tmp_path, "cases:\n  - name: m\n    model: {path: m.pt, arch: 'arch.py:build',"
+                " input_shape: [1, 3, 32, 32]}\n")
+    for target, key in (("m.pt", "cases[0].model.path"), ("arch.py", "cases[0].model.arch")):
+        r = run("profile", cfg, "--trust-code", "--save-baseline", tmp_path / target)
+        assert r.exit_code == 2 and key in r.stderr, r.stderr
+    assert before == {n: (tmp_path / n).read_bytes() for n in before}

@@ -774,3 +774,16 @@ def test_security_note_and_no_thread_keeps_dsconv_alive() -> None:
     alive = [t for t in threading.enumerate()
              if t is not threading.main_thread() and not t.daemon]
     assert alive == [], alive
+
+
+def test_no_output_may_be_the_arch_file(tmp_path: Path) -> None:
+    """``--arch file.py:callable`` names an input: ``-o`` on it is refused, even with
+    ``--force``, and the file is left as it was (a ``--report`` needs a report suffix)."""
+    torch.save(small_resnet().state_dict(), tmp_path / "m.pt")
+    arch = tmp_path / "arch.py"
+    arch.write_text("from tests.models import small_resnet as build\n")
+    before = arch.read_bytes()
+    spec = f"{arch}:build"
+    r = run("convert", tmp_path / "m.pt", "--arch", spec, "-o", arch, "--force")
+    assert r.exit_code == 2 and "is also the input --arch" in r.stderr, r.stderr
+    assert arch.read_bytes() == before

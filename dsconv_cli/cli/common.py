@@ -205,6 +205,12 @@ def check_distinct(outputs: list[tuple[str, Path]],
             seen[ino] = seen[real]
 
 
+def arch_file(label: str, arch: str | None) -> tuple[str, Path | None]:
+    """The file an ``--arch file.py:callable`` names: an input no output may be."""
+    target = (arch or "").rpartition(":")[0]
+    return label, Path(target) if target.endswith(".py") else None
+
+
 def check_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
     """``--json`` is short for ``--format json``; with another ``--format`` given (the
     default table included, when it is written out) it is a conflict."""

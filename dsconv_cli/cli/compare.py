@@ -38,6 +38,7 @@ from ..results import envelope
 from ..specs import ACTIVATIONS
 from .common import (
     HOOKS,
+    arch_file,
     check_distinct,
     check_format,
     check_reports,
@@ -447,9 +448,11 @@ def check_network_options(params: dict[str, Any], reports: list[tuple[Path, Any]
         if params[opt] is not None and params["vs"] is None:
             raise InputError(f"Invalid value for '{option_name(opt)}': needs --vs FILE "
                              "(the model it builds)")
-    files = [(f"--{k}", Path(params[k])) for k in ("model", "vs")
-             if params[k] is not None and Path(params[k]).exists()]
-    check_distinct([("--report", p) for p, _ in reports], list(files))
+    files: list[tuple[str, Path | None]] = [
+        (f"--{k}", Path(params[k])) for k in ("model", "vs")
+        if params[k] is not None and Path(params[k]).exists()]
+    files += [arch_file("--arch", params["arch"]), arch_file("--vs-arch", params["vs_arch"])]
+    check_distinct([("--report", p) for p, _ in reports], files)
 
 
 def network_request(params: dict[str, Any]) -> Any:

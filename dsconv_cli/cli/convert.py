@@ -20,6 +20,7 @@ from ..services.convert import ConvertRequest, environment
 from ..services.convert import convert as convert_service
 from .common import (
     HOOKS,
+    arch_file,
     check_distinct,
     check_format,
     check_reports,
@@ -166,7 +167,8 @@ def convert(
         calibration_batch=calibration_batch, min_agreement=min_agreement,
         max_output_error=max_output_error, export=export)
     _check_output(model, output, dry_run, force, reports, export,
-                  [("--calibration-data", calibration_data), ("--eval-data", eval_data)])
+                  [("--calibration-data", calibration_data), ("--eval-data", eval_data),
+                   arch_file("--arch", arch)])
     result = convert_service(request, HOOKS)
     emit(envelope([result], environment=environment(map_location)), view, fmt, as_json,
          reports)

@@ -80,7 +80,7 @@ def _summary_on_usage_error(fn: F) -> F:
 @_summary_on_usage_error
 def profile(
     config: Annotated[Optional[list[Path]], typer.Argument(
-        help="The YAML config (see the README for every key); with --merge, the shard "
+        help="The YAML config (every key: docs/CONFIG.md); with --merge, the shard "
         "reports to join.", show_default=False)] = None,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="Run the i-th of n deterministic slices of the cases (i/n, after "
@@ -138,14 +138,16 @@ def profile(
     cannot run or (with --merge) a shard failed or never reported; 2 for a config or
     usage error.
     """
-    from ..config import check_trust, load_config, schema_text
+    from ..config import check_trust, input_files, load_config, schema_text
     from ..suite import plan_cases
 
     if schema:
         print(schema_text(), end="")
         return
     if not config:
-        raise InputError("Missing argument 'CONFIG'", hint="dsconv profile config.yaml")
+        raise InputError("--merge needs the shard reports to join" if merge else
+                         "Missing argument 'CONFIG'", hint="dsconv profile --merge s1.json "
+                         "s2.json" if merge else "dsconv profile config.yaml")
     check_format(fmt, as_json)
     view = bind(profile_view, layout_for([profile_view], wide, columns))
     reports = check_reports(report)
@@ -160,6 +162,7 @@ def profile(
     _check_outputs(config[0], reports, baseline, save_baseline, plot)
     cfg = load_config(config[0])
     check_trust(cfg, trust_pickle=trust_pickle, trust_code=trust_code)
+    check_distinct(_outputs(reports, save_baseline, plot), input_files(cfg))
     planned = plan_cases(cfg, only)
     planned = part.select(planned) if part is not None else planned
     meta = run_meta(config[0], part, only)
@@ -213,6 +216,9 @@ def _check_combinations(merge: bool, **given: Any) -> None:
     if given["dry_run"] and given["plot"] is not None:
         raise InputError("--plot draws measured speedups and --dry-run measures nothing; "
                          "give one of them")
+    if given["dry_run"] and given["save_baseline"] is not None:
+        raise InputError("--save-baseline keeps a measured run and --dry-run measures "
+                         "nothing; give one of them")
 
 
 def _check_outputs(config_path: Path, reports: list[tuple[Path, OutputFormat]],
@@ -220,14 +226,21 @@ def _check_outputs(config_path: Path, reports: list[tuple[Path, OutputFormat]],
     """Every output writable and distinct from the inputs, before any work."""
     from ..atomic import check_writable
 
-    outputs = [("--report", p) for p, _ in reports]
-    for label, p in (("--save-baseline", save_baseline), ("--plot", plot)):
-        if p is not None:
-            check_writable(p, label, overwrite=True)
-            outputs.append((label, p))
+    outputs = _outputs(reports, save_baseline, plot)
+    for label, p in outputs[len(reports):]:
+        check_writable(p, label, overwrite=True)
     check_distinct(outputs, [("CONFIG", config_path), ("--baseline", baseline)])
     if plot is not None:
         _check_matplotlib()
+
+
+def _outputs(reports: list[tuple[Path, OutputFormat]], save_baseline: Path | None,
+             plot: Path | None) -> list[tuple[str, Path]]:
+    """Every file the run writes, labelled (then checked against every input it reads: the
+    config and baseline first, the files the config's cases read once it is loaded)."""
+    return [("--report", p) for p, _ in reports] + [
+        (label, p) for label, p in (("--save-baseline", save_baseline), ("--plot", plot))
+        if p is not None]
 
 
 def _check_env(base: dict[str, Any] | None, strict: bool, environment: dict[str, Any]) -> None:
@@ -251,8 +264,7 @@ def _merge(files: list[Path], reports: list[tuple[Path, OutputFormat]], fmt: Out
         warn("a shard was interrupted: its report holds the cases that finished")
     for line in merged.problems:
         print(f"Error: {line}", file=sys.stderr)
-    step_summary(render_text(merged.report, OutputFormat.markdown, profile_view)
-                 + "".join(f"\nError: {line}\n" for line in merged.problems))
+    step_summary(render_text(merged.report, OutputFormat.markdown, profile_view))
     if merged.exit_status:
         raise typer.Exit(merged.exit_status)
 

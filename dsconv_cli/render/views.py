@@ -150,7 +150,7 @@ COUNTING_NOTE = ("Counting: MACs = multiply-accumulates of conv/linear (bias exc
                  "forward of the whole batch.")
 
 #: what a terminal shows (80 columns, one line); the full text is in docs/CONVENTIONS.md
-COUNTING_BRIEF = "Counting: MACs exclude bias; FLOPs = 2 x MACs; see docs/CONVENTIONS.md"
+COUNTING_BRIEF = "Counting: MACs exclude bias; elementwise ops, counted apart: docs/CONVENTIONS.md"
 
 
 def _rt_cell(m: dict[str, Any]) -> str:
@@ -510,6 +510,9 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     t = Table("dsconv profile" + (" (dry run: analytic only)" if planned else ""), cols,
               conventions=COUNTING_NOTE, brief=COUNTING_BRIEF)
     t.summary = verdict_counts(cases)
+    gate = _gate_alerts(env)
+    if env.get("missing_shards"):
+        t.summary = "INCOMPLETE (a shard never reported): " + t.summary
 
     def rank(c: dict[str, Any]) -> int:
         return 0 if c["verdict"] in _FAILED else 1 if _is_marginal(c) else 2
@@ -522,7 +525,20 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
             t.alerts.append(f"{c['name']}: could not run: {c['error']}")
         if c["source"].get("format"):
             t.notes.append(f"{c['name']}: {c['source']['path']} ({c['source']['format']})")
+    t.alerts[:0] = gate
     return [t]
+
+
+def _gate_alerts(env: dict[str, Any]) -> list[str]:
+    """What fails a run or a merge beyond its cases, first: shards that never reported or
+    failed, runtimes that could not run."""
+    shards = env.get("shards") or []
+    count = shards[0]["shard"]["count"] if shards else "?"
+    out = [f"shard {i}/{count} never reported" for i in env.get("missing_shards") or []]
+    out += [f"shard {s['shard']['index']}/{s['shard']['count']} exited with status "
+            f"{s['exit_status']}" for s in shards if s.get("exit_status")]
+    out += [f"runtime {rt}: {why}" for rt, why in (env.get("runtime_errors") or {}).items()]
+    return out
 
 
 # ------------------------------------------------------------------------- a whole model

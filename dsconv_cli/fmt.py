@@ -13,8 +13,16 @@ __all__ = ["BUDGET_UNITS", "budget_line", "fmt_count", "fmt_ms", "fmt_x", "listi
 
 
 def fmt_count(n: int | float | None) -> str:
-    """An integer with separators: ``19,584``; ``-`` when there is none."""
-    return "-" if n is None else f"{int(n):,}"
+    """An integer with separators: ``19,584``; ``-`` when there is none (what is not a
+    finite number, from a hand-edited report, is shown as it is)."""
+    if n is None:
+        return "-"
+    return f"{int(n):,}" if is_number(n) else str(n)
+
+
+def is_number(x: object) -> bool:
+    """A finite int or float (not a bool): what a table may format as a number."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def sig3(x: float | None, trim: bool = False) -> str:
@@ -23,7 +31,7 @@ def sig3(x: float | None, trim: bool = False) -> str:
     trailing zeros (a limit the user wrote: ``50.0`` -> ``50``)."""
     if x is None:
         return "-"
-    if not math.isfinite(x):
+    if not is_number(x):
         return str(x)
     if x == 0:
         return "0"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..fmt import fmt_ms, fmt_x, sig3
+from ..fmt import fmt_count, fmt_ms, fmt_x, is_number, sig3
 from .layout import Cell, Layout, Table, View, resolve_columns
 
 __all__ = ["COUNTING_NOTE", "Cell", "Layout", "Table", "View", "bind", "compare_view",
@@ -23,10 +23,12 @@ __all__ = ["COUNTING_NOTE", "Cell", "Layout", "Table", "View", "bind", "compare_
 def fmt_int(n: int | float | None) -> str:
     if n is None:
         return "-"
-    return Cell(f"{int(n):,}", int(n))
+    return Cell(fmt_count(n), int(n)) if is_number(n) else str(n)  # str: a hand-edited report
 
 
 def fmt_bytes(n: int | float) -> str:
+    if not is_number(n):
+        return str(n)
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if abs(n) >= scale:
             return Cell(f"{n / scale:.2f} {unit}", int(n))
@@ -34,7 +36,7 @@ def fmt_bytes(n: int | float) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else Cell(fmt_x(x), round(x, 4))
+    return "-" if x is None else Cell(fmt_x(x), round(x, 4)) if is_number(x) else str(x)
 
 
 def _num(x: float | None) -> str:
@@ -43,7 +45,11 @@ def _num(x: float | None) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else Cell(f"{100 * x:.1f}%", x)
+    if x is None:
+        return "-"
+    if not is_number(x):  # a hand-edited report
+        return str(x)
+    return Cell(f"{100 * x:.1f}%", x)
 
 
 def fmt_speedup(sp: dict[str, Any] | None, short: bool = False) -> str:

@@ -202,7 +202,7 @@ def resnet18_digits(quick: bool) -> None:
     acc = train_digits(net, 400 if quick else 1500)
     t_train = time.perf_counter() - t0
     torch.save(net.state_dict(), d / "r18.pt")
-    steps = 100 if quick else 300
+    steps = 100 if quick else 1000
     print(f"\nResNet-18-style (width 16, {sum(p.numel() for p in net.parameters()):,} "
           f"params) trained {t_train:.0f} s on generated digits; 512 calibration / 1000 "
           f"held-out inputs, distilled {steps} steps:\n")

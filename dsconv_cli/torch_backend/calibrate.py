@@ -240,6 +240,12 @@ def _until(model: nn.Module, module: nn.Module, store: list[torch.Tensor], xb: t
 
     h = (module.register_forward_pre_hook(lambda m, a: grab(a[0])) if pre
          else module.register_forward_hook(lambda m, a, out: grab(out)))
+    _forward_until_stop(model, xb, [h])
+
+
+def _forward_until_stop(model: nn.Module, xb: torch.Tensor, hooks: list[Any]) -> None:
+    """One calibration forward (channels_last for images) that a hook may end early with
+    :class:`_Stop`; the hooks are removed after, whatever happened."""
     try:
         with torch.inference_mode():
             _run(model, xb.contiguous(memory_format=torch.channels_last)
@@ -247,7 +253,8 @@ def _until(model: nn.Module, module: nn.Module, store: list[torch.Tensor], xb: t
     except _Stop:
         pass
     finally:
-        h.remove()
+        for h in hooks:
+            h.remove()
 
 
 def _targets(original: nn.Module, order: list[str], data: torch.Tensor,
@@ -268,16 +275,8 @@ def _targets(original: nn.Module, order: list[str], data: torch.Tensor,
                         raise _Stop
             return hook
 
-        hooks = [original.get_submodule(n).register_forward_hook(grab(n)) for n in order]
-        try:
-            with torch.inference_mode():
-                _run(original, xb.contiguous(memory_format=torch.channels_last)
-                     if xb.ndim == 4 else xb, "--calibration-data")
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
+        _forward_until_stop(original, xb, [original.get_submodule(n).register_forward_hook(
+            grab(n)) for n in order])
     return store
 
 

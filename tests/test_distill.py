@@ -50,12 +50,12 @@ def convert(d: Path, *extra: Any) -> dict[str, Any]:
 
 def test_distillation_lowers_the_held_out_error(trained: Path) -> None:
     cal = convert(trained)
-    dist = convert(trained, "--distill-steps", "120")
+    dist = convert(trained, "--distill-steps", "200")
     e0, e1 = cal["fidelity"]["rel_output_error"], dist["fidelity"]["rel_output_error"]
-    assert e1 < 0.9 * e0, (e0, e1)  # on inputs it never trained on
+    assert e1 < 0.95 * e0, (e0, e1)  # on inputs it never trained on
     assert dist["fidelity"]["agreement"] >= cal["fidelity"]["agreement"]
     d = dist["distillation"]
-    assert d["steps"] == 120 and d["kept"] and d["batch"] == 32
+    assert d["steps"] == 200 and d["kept"] and d["batch"] == 32
     # the error it reports before training is the calibrated model's on the same inputs
     assert d["rel_output_error_before"] == pytest.approx(
         cal["fidelity_on_calibration"]["rel_output_error"], rel=1e-3)
@@ -63,7 +63,7 @@ def test_distillation_lowers_the_held_out_error(trained: Path) -> None:
         dist["fidelity_on_calibration"]["rel_output_error"], rel=1e-3)
     assert d["rel_output_error_after"] < d["rel_output_error_before"]
     steps = [s for s, _ in d["loss"]]
-    assert 2 <= len(steps) <= 8 and steps[-1] == 120 and steps == sorted(steps)
+    assert 2 <= len(steps) <= 8 and steps[-1] == 200 and steps == sorted(steps)
     assert d["loss"][-1][1] < d["loss"][0][1]
     assert dist["timing_s"]["distill"] == d["seconds"] > 0
     assert "distillation" not in cal and "distill" not in cal["timing_s"]
@@ -127,3 +127,54 @@ def test_half_precision_models_distill_in_float32(trained: Path) -> None:
     d = distill(original, model, names, torch.load(trained / "cal.pt"), 30, 32)
     assert d["rel_output_error_after"] <= d["rel_output_error_before"]
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # its own dtype back
+
+
+def test_half_of_each_batch_is_mixed() -> None:
+    from dsconv_cli.torch_backend.calibrate import _mixed_batch
+
+    data = torch.arange(1000, dtype=torch.float64).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+    xb = _mixed_batch(data, 200, torch.Generator().manual_seed(0), nn.Conv2d(1, 1, 1))
+    assert xb.dtype == torch.float32 and xb.shape == (200, 1, 2, 2)
+    v = xb[:, 0, 0, 0]
+    pure = (v == v.round()).sum().item()  # as given (a mix is almost never a whole number)
+    assert 70 <= pure <= 130, pure
+    assert (xb == xb[:, :1, :1, :1]).all()  # one l per input: a mix of whole inputs
+
+
+class DeadBranch(nn.Module):
+    """The output never depends on ``side``: only the per-layer term can train it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.main = nn.Conv2d(16, 16, 3, padding=1)
+        self.side = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).mean((2, 3)) + 0 * self.side(x).mean((2, 3))
+
+
+def test_every_converted_layer_is_held_to_its_original(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    from dsconv_cli.plan import PlanOptions
+    from dsconv_cli.torch_backend import calibrate
+    from dsconv_cli.torch_backend.convert import ConvertOptions, convert_model
+    from dsconv_cli.torch_backend.loading import Loaded
+
+    torch.manual_seed(0)
+    original = DeadBranch().eval()
+    x = torch.randn(64, 16, 8, 8)
+
+    def side_error(features: float) -> float:
+        monkeypatch.setattr(calibrate, "FEATURES", features)
+        model = copy.deepcopy(original)
+        convert_model(Loaded(model, "module", "x"), ConvertOptions(PlanOptions(min_channels=8)))
+        with torch.no_grad():  # a start far from the original: its error is 1
+            model.side[1].weight.zero_()
+            model.side[1].bias.zero_()
+        calibrate.distill(original, model, ["main", "side"], x, 60, 16, lr=1e-2)
+        with torch.no_grad():
+            a, b = original.side(x), model.side(x)
+        return float((b - a).norm() / a.norm())
+
+    assert side_error(0.0) == pytest.approx(1.0)  # no gradient reaches it: unchanged
+    assert side_error(1.0) < 0.95

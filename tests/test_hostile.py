@@ -258,6 +258,17 @@ def test_odd_models(tmp_path: Path) -> None:
     assert "meta device" in one_line(run("convert", meta, "--trust-pickle", "--dry-run"))
 
 
+def test_a_text_file_as_model_says_what_it_is(tmp_path: Path) -> None:
+    p = tmp_path / "notes.pt"
+    p.write_text("hello world\nthis is text\n")
+    for args in (("compare", "--model", p, "--input-shape", "1,3,8,8"),
+                 ("convert", p, "-o", tmp_path / "out.pt")):
+        err = one_line(run(*args))
+        assert "not a torch file: it starts with b'hello world" in err, err
+        assert "KeyError" not in err
+    assert not (tmp_path / "out.pt").exists()
+
+
 def test_bad_width_variable_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSCONV_WIDTH", "abc")
     assert run("compare", "--in", "8", "--hw", "4").exit_code == 0

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import InputError
 from ..inputs import check_input
 from ..results import Fidelity
-from . import footprint, free_memory
+from . import footprint, free_memory, resume
 from .loading import torch_detail
 
 __all__ = ["distill", "fidelity", "load_inputs", "model_dtype", "refit"]
@@ -152,11 +152,14 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 def refit(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
           batch: int = 32, advance: Callable[[str], None] | None = None,
-          refine_steps: int = 0) -> dict[str, dict[str, Any]]:
+          refine_steps: int = 0, resume_budget: int | None = None
+          ) -> dict[str, dict[str, Any]]:
     """Refit each converted layer in forward order: its pointwise conv (and bias), then
     ``refine_steps`` times the depthwise conv and the pointwise again. Returns, per layer,
     the relative output error on the calibration inputs before (``svd``) and after
-    (``calibrated``), and the refine steps taken."""
+    (``calibrated``), and the refine steps taken. The passes resume the converted model's
+    Sequentials where the previous pass left them (:mod:`.resume`), in at most
+    ``resume_budget`` bytes (None: a share of the memory left free)."""
     original.eval()
     converted.eval()
     out: dict[str, dict[str, Any]] = {}
@@ -168,10 +171,16 @@ def refit(original: nn.Module, converted: nn.Module, names: list[str], data: tor
         cached = footprint.estimate(s, "calibration", n, refine_steps, cached_targets=True)
         if cached.needed(batch) <= (free or 2 * footprint.targets_bytes(s, n)) * CACHE_SHARE:
             job.targets = _targets(original, s.order, data, batch)
-        for name in s.order:
-            _refit_layer(job, name, refine_steps, out)
-            if advance:
-                advance(name)
+        dev = model_dtype(converted)[0]
+        if resume_budget is None:  # what is left free after the estimate, in part
+            needed = footprint.estimate(s, "calibration", n, refine_steps,
+                                        cached_targets=job.targets is not None).needed(batch)
+            resume_budget = resume.budget(free, needed, dev)
+        with resume.sequential_cache(converted, resume_budget, dev) as job.cache:
+            for name in s.order:
+                _refit_layer(job, name, refine_steps, out)
+                if advance:
+                    advance(name)
     return out
 
 
@@ -190,6 +199,8 @@ class _Job:
     data: torch.Tensor
     batch: int
     targets: dict[str, dict[int, torch.Tensor]] | None = None
+    #: the converted model's Sequentials resumed where the previous pass left them
+    cache: resume.SequentialCache | None = None
 
 
 @contextlib.contextmanager
@@ -293,7 +304,8 @@ def _pairs(job: _Job, name: str, inner: nn.Module, pre: bool = False
             _until(job.original, conv, ys, xb)
         elif bi in job.targets[name]:
             ys.append(job.targets[name][bi])
-        _until(job.converted, inner, zs, xb, pre)
+        with job.cache.batch(bi) if job.cache else contextlib.nullcontext():
+            _until(job.converted, inner, zs, xb, pre)
         yield from zip(ys, zs, strict=True)
 
 
@@ -442,18 +454,27 @@ def _first(y: Any) -> torch.Tensor:
 #: Adam's learning rate for distillation (warmed up over a tenth of the steps, then
 #: cosine-decayed to zero)
 DISTILL_LR = 1e-3
-#: the teacher's outputs are kept for all inputs up to this many bytes
+#: the teacher's outputs are kept for all inputs up to this many bytes (they give the
+#: error before and after; training steps see new, mixed inputs)
 TEACHER_CACHE = 256 << 20
+#: the weight of the converted layers' mean relative squared error in the loss
+FEATURES = 1.0
+#: the share of each training batch mixed with other inputs (mixup); the rest as given
+MIXED = 0.5
 
 
 def distill(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
             steps: int, batch: int = 32, lr: float = DISTILL_LR, seed: int = 0,
             points: int = 8, advance: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the converted layers' weights (Adam, ``lr`` cosine-decayed) so the converted
-    model's output matches the original's on ``data`` (no labels): each step's loss is the
-    relative squared output error ||y' - y||² / ||y||² of a random batch. Everything else
-    stays frozen and in eval mode (batch norm keeps its statistics). The relative output
-    error on all of ``data`` is measured before and after: when training did not lower it,
+    model matches the original on ``data`` (no labels). Each step draws a random batch and
+    mixes half its inputs with others of the batch (mixup: ``l·x + (1-l)·x'``, ``l``
+    uniform), so training sees far more points than the N given and does not just learn
+    those N; its loss is the relative squared output error ||y' - y||² / ||y||² plus
+    ``FEATURES`` times the mean of the same error at each converted layer's output (every
+    layer is held to its original, not only the last one). Everything else stays frozen
+    and in eval mode (batch norm keeps its statistics). The relative output error on all
+    of ``data`` (unmixed) is measured before and after: when training did not lower it,
     the weights it started from are put back. fp16/bf16 models train in float32. Returns
     the loss curve (``points`` means over equal spans of steps), the errors and the time;
     ``advance`` is called after each step."""
@@ -470,7 +491,7 @@ def distill(original: nn.Module, converted: nn.Module, names: list[str], data: t
         teacher = _teacher(original, data, batch) if cache else None
         before = _distill_error(original, converted, data, batch, teacher)
         start = [p.detach().clone() for p in params]
-        curve = _train(original, converted, params, data, teacher,
+        curve = _train(original, converted, names, params, data,
                        _Schedule(steps, min(batch, n), lr, seed, points), advance)
         after = _distill_error(original, converted, data, batch, teacher)
         kept = after < before
@@ -493,8 +514,8 @@ class _Schedule:
     points: int
 
 
-def _train(original: nn.Module, converted: nn.Module, params: list[nn.Parameter],
-           data: torch.Tensor, teacher: torch.Tensor | None, sch: _Schedule,
+def _train(original: nn.Module, converted: nn.Module, names: list[str],
+           params: list[nn.Parameter], data: torch.Tensor, sch: _Schedule,
            advance: Callable[[str], None] | None) -> list[list[float]]:
     """The training loop; returns [step, mean loss over the span ending there] pairs."""
     opt = torch.optim.Adam(params, lr=sch.lr)
@@ -502,20 +523,19 @@ def _train(original: nn.Module, converted: nn.Module, params: list[nn.Parameter]
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5
                                               * (1 + math.cos(math.pi * i / sch.steps)))
     g = torch.Generator().manual_seed(sch.seed)
-    dev, dt = model_dtype(converted)
     span = max(1, math.ceil(sch.steps / max(1, sch.points)))
     curve: list[list[float]] = []
     acc, k = 0.0, 0
     for step in range(1, sch.steps + 1):
-        idx = torch.randperm(int(data.shape[0]), generator=g)[:sch.batch].sort().values
-        xb = data[idx].to(dev, dt, copy=True)
-        if teacher is not None:
-            y0 = teacher[idx]
-        else:
-            with torch.no_grad():
-                y0 = _first(_run(original, xb, "--calibration-data")).float()
-        y1 = _first(_run(converted, xb, "--calibration-data")).float()
-        loss = ((y1 - y0) ** 2).sum() / (y0 ** 2).sum().clamp_min(1e-30)
+        xb = _mixed_batch(data, sch.batch, g, converted)
+        with _layer_outputs(original, names) as f0, torch.no_grad():
+            y0 = _first(_run(original, xb, "--calibration-data")).float()
+        with _layer_outputs(converted, names) as f1:
+            y1 = _first(_run(converted, xb, "--calibration-data")).float()
+        loss = _rel_sq(y1, y0)
+        if FEATURES and f0 and len(f0) == len(f1):  # the same calls in both forwards
+            per_layer = [_rel_sq(b, a) for a, b in zip(f0, f1, strict=True)]
+            loss = loss + FEATURES * sum(per_layer) / len(per_layer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -527,6 +547,43 @@ def _train(original: nn.Module, converted: nn.Module, params: list[nn.Parameter]
             curve.append([step, round(acc / k, 6)])
             acc, k = 0.0, 0
     return curve
+
+
+def _mixed_batch(data: torch.Tensor, size: int, g: torch.Generator,
+                 like: nn.Module) -> torch.Tensor:
+    """``size`` random inputs of ``data`` (in ``like``'s device and dtype), each one with
+    even odds mixed with another of them: ``l·x + (1-l)·x'``, ``l`` uniform in [0, 1)."""
+    dev, dt = model_dtype(like)
+    idx = torch.randperm(int(data.shape[0]), generator=g)[:size].sort().values
+    xb = data[idx].to(dev, torch.float32, copy=True)
+    lam = torch.rand(len(xb), generator=g)
+    lam = torch.where(torch.rand(len(xb), generator=g) < MIXED, lam, torch.ones_like(lam))
+    lam = lam.view(-1, *[1] * (xb.ndim - 1)).to(dev)
+    other = torch.randperm(len(xb), generator=g).to(dev)
+    return (lam * xb + (1 - lam) * xb[other]).to(dt)
+
+
+def _rel_sq(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """||y - ref||² / ||ref||² (float32)."""
+    y, ref = y.float(), ref.float()
+    return ((y - ref) ** 2).sum() / (ref ** 2).sum().clamp_min(1e-30)
+
+
+@contextlib.contextmanager
+def _layer_outputs(model: nn.Module, names: list[str]) -> Iterator[list[torch.Tensor]]:
+    """The outputs of ``model``'s layers ``names`` in the order the forward makes them."""
+    got: list[torch.Tensor] = []
+
+    def keep(m: nn.Module, a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            got.append(out)
+
+    hooks = [model.get_submodule(n).register_forward_hook(keep) for n in names]
+    try:
+        yield got
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def _teacher(original: nn.Module, data: torch.Tensor, batch: int) -> torch.Tensor:

@@ -136,7 +136,20 @@ def _load_error(path: Path, e: BaseException) -> Exception:
     if isinstance(e, (EOFError, zipfile.BadZipFile)) or "central directory" in first or (
             "failed finding" in first) or "truncated" in first.lower():
         return InputError(f"{path}: truncated or corrupt torch file: {first}")
+    head = _head(path)
+    if head is not None and not head.startswith((b"PK\x03\x04", b"\x80")):
+        return InputError(f"{path}: not a torch file: it starts with {head!r}, neither a zip "
+                          "archive (torch.save) nor a pickle")
     return InputError(f"{path}: not a readable torch file: {type(e).__name__}: {first}")
+
+
+def _head(path: Path) -> bytes | None:
+    """The first bytes of ``path`` (None when it cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(12)
+    except OSError:
+        return None
 
 
 #: sentences of torch's load errors that advise ``weights_only=False``: never repeated

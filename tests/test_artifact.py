@@ -112,6 +112,22 @@ def test_compare_reads_a_converted_state_dict_through_its_plan(
     assert json.loads(r.stdout)["cases"][0]["totals"]["macs"] == fc.get_total_flops() // 2
 
 
+def test_a_plan_beside_a_whole_pickled_model_is_named_not_applied(
+        converted: tuple[Any, Path, Path], tmp_path: Path) -> None:
+    _, _, out = converted
+    whole = tmp_path / "whole.pt"
+    model = nn.Sequential(nn.Conv2d(SHAPE[1], 8, 3), nn.ReLU()).eval()
+    torch.save(model, whole)  # a plan for another model: applying it would fail
+    Path(f"{whole}.plan.json").write_text(Path(f"{out}.plan.json").read_text())
+    r = run("compare", "--model", whole, "--trust-pickle", "--input-shape", SHAPE_ARG,
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "whole.pt.plan.json not applied" in r.stderr
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(x_in())
+    assert json.loads(r.stdout)["cases"][0]["totals"]["macs"] == fc.get_total_flops() // 2
+
+
 def test_a_plan_never_grants_trust_to_the_code_it_names(
         converted: tuple[Any, Path, Path], tmp_path: Path) -> None:
     """The plan records --arch mynet.py:Net; without --arch on the command line that code

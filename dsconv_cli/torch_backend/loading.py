@@ -310,6 +310,14 @@ def _load_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], arch: str
     return stripped
 
 
+def _module(model: nn.Module, path: Path, plan: dict[str, Any] | None) -> Loaded:
+    """A whole pickled model: used as it is; a plan beside it is not applied (the pickle
+    holds the converted modules already), and a note says so."""
+    notes = ([f"{plan_path(path)} not applied: {path.name} holds a whole model, already "
+              "in its converted form"] if plan is not None else [])
+    return _checked(Loaded(model, "module", str(path), notes))
+
+
 def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = False,
                state_dict_key: str | None = None, arch: str | None = None,
                arch_kwargs: dict[str, Any] | None = None,
@@ -322,7 +330,7 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
     if isinstance(obj, torch.jit.ScriptModule):
         raise InputError(f"{path}: a TorchScript module; dsconv converts eager models")
     if isinstance(obj, nn.Module):
-        return _checked(Loaded(obj, "module", str(path)))
+        return _module(obj, path, plan)
     if state_dict_key is not None:
         if not isinstance(obj, Mapping) or state_dict_key not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else "-"
@@ -330,14 +338,14 @@ def load_model(path: Path, *, map_location: str = "cpu", trust_pickle: bool = Fa
                              f"(top-level keys: {keys})")
         obj = obj[state_dict_key]
         if isinstance(obj, nn.Module):
-            return _checked(Loaded(obj, "module", str(path)))
+            return _module(obj, path, plan)
     elif isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         for k in STATE_DICT_KEYS:
             if _is_tensor_dict(obj.get(k)) or isinstance(obj.get(k), nn.Module):
                 obj = obj[k]
                 break
         if isinstance(obj, nn.Module):
-            return _checked(Loaded(obj, "module", str(path)))
+            return _module(obj, path, plan)
     if not _is_tensor_dict(obj):
         what = (f"a dict with keys {', '.join(map(str, list(obj)[:8]))}"
                 if isinstance(obj, Mapping) else type(obj).__name__)

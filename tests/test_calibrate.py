@@ -448,3 +448,24 @@ def test_memory_estimate_grows_with_what_it_counts() -> None:
     assert refine.per_input > e_small.per_input and refine.fixed > e_small.fixed
     cached = footprint.estimate(small, "calibration", 4, cached_targets=True)
     assert cached.fixed - e_small.fixed == 4 * 1024 * 4
+
+
+@pytest.mark.parametrize("limit,usage,left", [
+    ("1000000\n", "400000\n", 600_000),  # a container's limit: what it leaves
+    ("max\n", "400000\n", None),  # cgroup v2 without a limit
+    ("9223372036854771712\n", "5\n", None),  # cgroup v1's "unlimited"
+    ("100\n", "400\n", 0),  # over the limit already
+])
+def test_free_memory_respects_a_container_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                limit: str, usage: str,
+                                                left: int | None) -> None:
+    import dsconv_cli.torch_backend as tb
+
+    (tmp_path / "max").write_text(limit)
+    (tmp_path / "cur").write_text(usage)
+    monkeypatch.setattr(tb, "CGROUP_FILES", ((str(tmp_path / "none"), str(tmp_path / "x")),
+                                             (str(tmp_path / "max"), str(tmp_path / "cur"))))
+    assert tb._cgroup_left() == left
+    monkeypatch.setattr(tb.os, "sysconf", lambda name: 4096 if "SIZE" in name else 1000)
+    host = 4096 * 1000
+    assert tb.free_memory() == (host if left is None else min(host, left))

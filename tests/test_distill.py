@@ -178,3 +178,32 @@ def test_every_converted_layer_is_held_to_its_original(monkeypatch: pytest.Monke
 
     assert side_error(0.0) == pytest.approx(1.0)  # no gradient reaches it: unchanged
     assert side_error(1.0) < 0.95
+
+
+def test_layer_outputs_are_kept_before_an_in_place_activation() -> None:
+    from dsconv_cli.torch_backend.calibrate import _layer_outputs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
+    with _layer_outputs(model, ["0"]) as got, torch.no_grad():
+        model(torch.randn(2, 4, 6, 6))
+    assert len(got) == 1 and bool((got[0] < 0).any())  # the conv's, not the ReLU's
+
+
+def test_a_layer_that_outputs_zeros_keeps_the_loss_finite() -> None:
+    from dsconv_cli.plan import PlanOptions
+    from dsconv_cli.torch_backend.calibrate import distill
+    from dsconv_cli.torch_backend.convert import ConvertOptions, convert_model
+    from dsconv_cli.torch_backend.loading import Loaded
+
+    torch.manual_seed(0)
+    original = DeadBranch().eval()
+    with torch.no_grad():  # a pruned layer: its output is all zeros, nothing to scale by
+        original.side.weight.zero_()
+        original.side.bias.zero_()
+    model = copy.deepcopy(original)
+    convert_model(Loaded(model, "module", "x"), ConvertOptions(PlanOptions(min_channels=8)))
+    with torch.no_grad():
+        model.side[1].bias.fill_(1.0)
+    d = distill(original, model, ["main", "side"], torch.randn(32, 16, 8, 8), 20, 16)
+    assert all(np.isfinite(loss) and loss < 10 for _, loss in d["loss"]), d["loss"]

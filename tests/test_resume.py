@@ -150,9 +150,47 @@ class InPlace(nn.Module):
         return self.head(self.body(self.stem(x)).mean((2, 3)))
 
 
+class WritesItsInput(nn.Module):
+    """A Sequential that starts with ``ReLU(inplace=True)`` inside a block that adds its
+    input back: the caller sees the write (resuming past it would lose it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv3(3, 16)
+        self.body = nn.Sequential(nn.ReLU(inplace=True), conv3(16, 16), nn.BatchNorm2d(16),
+                                  conv3(16, 16), conv3(16, 16))
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        return self.head((self.body(s) + s).mean((2, 3)))
+
+
+class KeepsAFeatureWithAHook(nn.Module):
+    """A U-Net built with hooks: a hook inside a Sequential keeps a feature that the
+    forward reads after it (a skipped child would leave the last batch's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv3(3, 16)
+        self.body = nn.Sequential(conv3(16, 16), nn.ReLU(), conv3(16, 16), conv3(16, 16))
+        self.head = nn.Linear(16, 5)
+        self.feat: torch.Tensor | None = None
+        self.body[1].register_forward_hook(self.keep)
+
+    def keep(self, m: nn.Module, a: Any, out: torch.Tensor) -> None:
+        self.feat = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(self.stem(x))
+        assert self.feat is not None
+        return self.head((y + self.feat).mean((2, 3)))
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "torchvision_resnet": TorchvisionResNet, "mobilenet_style": mobilenet_style,
-    "sequential_called_twice": Twice, "indexed_children": Indexed, "in_place": InPlace}
+    "sequential_called_twice": Twice, "indexed_children": Indexed, "in_place": InPlace,
+    "writes_its_input": WritesItsInput, "hooks": KeepsAFeatureWithAHook}
 
 
 def build(make: Callable[[], nn.Module]) -> tuple[nn.Module, nn.Module, list[str]]:
@@ -255,13 +293,15 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, budget: int | None, where: list
     original, converted, names = build(lambda: ResNet((2, 2), 16, 5))
     counts = dict.fromkeys(where, 0)
 
-    def hook(name: str) -> Any:
-        def count(m: nn.Module, a: Any, out: Any) -> None:
+    def counted(name: str, plain: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*a: Any) -> Any:
             counts[name] += 1
-        return count
+            return plain(*a)
+        return forward
 
-    for name in where:
-        converted.get_submodule(name).register_forward_hook(hook(name))
+    for name in where:  # not hooks: a Sequential with hooks inside is never resumed
+        m = converted.get_submodule(name)
+        vars(m)["forward"] = counted(name, m.forward)
     with monkeypatch.context() as mp:
         if budget is None:
             mp.setattr(resume, "sequential_cache", no_cache)

@@ -28,11 +28,38 @@ def is_oom(e: BaseException) -> bool:
 
 
 def free_memory() -> int | None:
-    """Bytes of physical memory free on this machine, or None where it cannot be read."""
+    """Bytes of physical memory free to this process: the machine's free pages, or what
+    its cgroup's limit leaves when that is less (a container); None where neither can be
+    read."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        host: int | None = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return None
+        host = None
+    left = _cgroup_left()
+    return left if host is None else host if left is None else min(host, left)
+
+
+#: cgroup v2, then v1: (limit file, usage file)
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _cgroup_left() -> int | None:
+    """The cgroup memory limit minus its usage; None without a limit (``max``, or v1's
+    huge "unlimited" value) or where the files cannot be read."""
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
 
 
 def forward_error(model: nn.Module, stack: list[str], input_shape: tuple[int, ...],

@@ -256,9 +256,10 @@ def _until(model: nn.Module, module: nn.Module, store: list[torch.Tensor], xb: t
 
 def _forward_until_stop(model: nn.Module, xb: torch.Tensor, hooks: list[Any]) -> None:
     """One calibration forward (channels_last for images) that a hook may end early with
-    :class:`_Stop`; the hooks are removed after, whatever happened."""
+    :class:`_Stop`; the hooks are removed after, whatever happened. ``no_grad``, not
+    ``inference_mode``: the resume cache reads version counters to see in-place writes."""
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             _run(model, xb.contiguous(memory_format=torch.channels_last)
                  if xb.ndim == 4 else xb, "--calibration-data")
     except _Stop:
@@ -534,8 +535,10 @@ def _train(original: nn.Module, converted: nn.Module, names: list[str],
             y1 = _first(_run(converted, xb, "--calibration-data")).float()
         loss = _rel_sq(y1, y0)
         if FEATURES and f0 and len(f0) == len(f1):  # the same calls in both forwards
-            per_layer = [_rel_sq(b, a) for a, b in zip(f0, f1, strict=True)]
-            loss = loss + FEATURES * sum(per_layer) / len(per_layer)
+            per_layer = [_rel_sq(b, a) for a, b in zip(f0, f1, strict=True)
+                         if bool(a.any())]  # a layer whose output is all zeros: no scale
+            if per_layer:
+                loss = loss + FEATURES * sum(per_layer) / len(per_layer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -571,12 +574,13 @@ def _rel_sq(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _layer_outputs(model: nn.Module, names: list[str]) -> Iterator[list[torch.Tensor]]:
-    """The outputs of ``model``'s layers ``names`` in the order the forward makes them."""
+    """The outputs of ``model``'s layers ``names`` in the order the forward makes them,
+    copied (a ``ReLU(inplace=True)`` after a layer must not change what is compared)."""
     got: list[torch.Tensor] = []
 
     def keep(m: nn.Module, a: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor):
-            got.append(out)
+            got.append(out.clone())
 
     hooks = [model.get_submodule(n).register_forward_hook(keep) for n in names]
     try:

@@ -169,8 +169,9 @@ def estimate(s: Survey, kind: Kind, n: int, refine_steps: int = 0,
     float64 input, its patches matrix twice (unfold, then the transposed copy); fixed: the
     normal equations (two copies) and, for the depthwise refit, the Gram matrix and the
     system solved (three n x n). Cached targets are every layer's output for all inputs.
-    Distillation keeps ``TRAIN_FACTOR`` times all module outputs, the original's outputs
-    of the converted layers (the loss holds each layer to them), the teacher's outputs
+    Distillation keeps ``TRAIN_FACTOR`` times all module outputs, copies of the converted
+    layers' outputs in both models (the loss holds each layer to its original), the
+    teacher's outputs
     (cached: for all inputs), and Adam's two moments and the gradients of the trained
     weights (float32)."""
     e = s.elem
@@ -193,7 +194,7 @@ def estimate(s: Survey, kind: Kind, n: int, refine_steps: int = 0,
         parts["outputs"] = 2 * 8 * s.output
     else:
         parts["backward"] = TRAIN_FACTOR * s.total * max(e, 4)
-        parts["teacher layers"] = sum(la.out for la in s.layers.values()) * max(e, 4)
+        parts["layer outputs"] = 2 * sum(la.out for la in s.layers.values()) * max(e, 4)
         fixed = 4 * s.trained * max(1, 4 // e) + (n * s.output * e if cached_teacher else 0)
     return MemoryEstimate(kind, sum(parts.values()), fixed, s.models, parts)
 

@@ -85,6 +85,8 @@ def _torch_load(path: Path, map_location: str, trust_pickle: bool,
                              f"unsafe (module {blocked.group(2)}); dsconv never loads it, "
                              "with or without --trust-pickle") from None
         if "Unsupported global" not in msg:  # garbage, not a pickled object
+            if (alien := _alien(path)) is not None:
+                raise alien from None
             detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported" in ln),
                           torch_detail(msg))
             raise InputError(f"{path}: not a torch file ({detail})") from None
@@ -136,20 +138,23 @@ def _load_error(path: Path, e: BaseException) -> Exception:
     if isinstance(e, (EOFError, zipfile.BadZipFile)) or "central directory" in first or (
             "failed finding" in first) or "truncated" in first.lower():
         return InputError(f"{path}: truncated or corrupt torch file: {first}")
-    head = _head(path)
-    if head is not None and not head.startswith((b"PK\x03\x04", b"\x80")):
-        return InputError(f"{path}: not a torch file: it starts with {head!r}, neither a zip "
-                          "archive (torch.save) nor a pickle")
-    return InputError(f"{path}: not a readable torch file: {type(e).__name__}: {first}")
+    alien = _alien(path)
+    return alien or InputError(f"{path}: not a readable torch file: {type(e).__name__}: "
+                               f"{first}")
 
 
-def _head(path: Path) -> bytes | None:
-    """The first bytes of ``path`` (None when it cannot be read)."""
+def _alien(path: Path) -> InputError | None:
+    """The error for a file that starts like neither a zip archive (``torch.save``) nor a
+    pickle (a text file, say), naming its first bytes; None otherwise."""
     try:
         with path.open("rb") as f:
-            return f.read(12)
+            head = f.read(12)
     except OSError:
         return None
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    return InputError(f"{path}: not a torch file: it starts with {head!r}, neither a zip "
+                      "archive (torch.save) nor a pickle")
 
 
 #: sentences of torch's load errors that advise ``weights_only=False``: never repeated

@@ -40,6 +40,18 @@ nondeterminism):
 - Copies in and out: a child that writes its input in place (``ReLU(inplace=True)``) or a
   caller that writes S's output never changes an entry. An output whose copy would get a
   different layout (an expanded or strided view) is not stored.
+- Writes to S's own input: a resumed S skips children 0..k, so a write they made to the
+  tensor S was given (``Sequential(ReLU(inplace=True), ...)`` in a block that adds its
+  input back) would be lost to the caller. The input's version counter is read before and
+  after each child (the passes run under ``no_grad``, whose tensors keep one), and its
+  storage is compared with each child's output: an S that writes its input or hands it on
+  is forgotten (its entries dropped) and always runs plainly.
+- Hooks: an S with forward hooks on it or inside it (a U-Net that keeps features with
+  hooks) is never patched, nor anything while global forward hooks are set: a skipped
+  child would not call them. A forward that keeps state on a module by other means (an
+  attribute set in one child, read elsewhere later) is not seen: for such a model the
+  refit solves on stale inputs, which the fidelity measured afterwards (always plainly)
+  shows.
 
 Plain computing is always the fallback, and caching never raises: an input that is not a
 plain dense tensor (a tuple, a tensor subclass, a sparse one) runs plainly, such an output
@@ -91,6 +103,27 @@ def budget(free: int | None, needed: int, device: torch.device) -> int:
     return max(0, min(CAP, int((free - needed) * SHARE)))
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place write to it or a view of it);
+    None for an inference tensor, which keeps none."""
+    try:
+        return int(t._version)
+    except RuntimeError:
+        return None
+
+
+def _shares(a: Any, b: torch.Tensor) -> bool:
+    """Whether ``a`` is a tensor on ``b``'s memory (``b`` itself or a view of it)."""
+    return (isinstance(a, torch.Tensor) and a.device == b.device
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
+
+
+def _hooked(m: nn.Module) -> bool:
+    """Whether ``m`` or a module inside it has forward hooks (a hook that keeps a feature
+    for later, as U-Nets built with hooks do, must see every call)."""
+    return any(x._forward_hooks or x._forward_pre_hooks for x in m.modules())
+
+
 def _layout(t: torch.Tensor) -> tuple[Any, ...]:
     return tuple(t.shape), t.stride(), t.dtype, t.device
 
@@ -132,6 +165,9 @@ class SequentialCache:
         self.resumes = 0
         self.skipped = 0
         self.off = False
+        #: Sequentials seen writing their input in place or returning it (a view of it):
+        #: a resumed call would skip that write, so they always run plainly
+        self._never: set[int] = set()
         self._entries: dict[tuple[int, int], _Entry] = {}
         self._batch: int | None = None
         #: this forward: calls per Sequential, and the rank of each one's first call
@@ -161,9 +197,12 @@ class SequentialCache:
         calls = self._calls.get(key, 0) + 1
         self._calls[key] = calls
         if (calls > 1 or self._batch is None or self.off or kwargs or len(args) != 1
-                or not _plain(args[0])):
+                or not _plain(args[0]) or key in self._never):
             return _PLAIN(seq, *args, **kwargs)
         x: Any = args[0]
+        given_t, v0 = x, _version(x)
+        if v0 is None:  # an inference tensor keeps no version: writes cannot be seen
+            return _PLAIN(seq, x)
         self._began[key] = len(self._began)
         slot = (key, self._batch)
         given = _layout(x)
@@ -183,10 +222,19 @@ class SequentialCache:
         caching = True
         for k in range(start, len(children)):
             x = children[k](x)
+            if caching and (_version(given_t) != v0 or _shares(x, given_t)):
+                self._forget(key)  # it wrote its input, or hands it on: never resumed
+                caching = False
             caching = caching and _plain(x)
             if caching:
                 self._store(slot, k, x, given)
         return x
+
+    def _forget(self, key: int) -> None:
+        """Drop every entry of the Sequential ``key``; it runs plainly from now on."""
+        self._never.add(key)
+        for s in [s for s in self._entries if s[0] == key]:
+            self.used -= self._entries.pop(s).size
 
     def _store(self, slot: tuple[int, int], k: int, out: torch.Tensor,
                given: tuple[Any, ...]) -> None:
@@ -228,10 +276,12 @@ def sequential_cache(model: nn.Module, budget: int,
     ``BaseException`` included, as well)."""
     cache = SequentialCache(budget, device)
     patched: list[tuple[nn.Module, Any]] = []
+    hooks = nn.modules.module
+    global_hooks = bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
     try:
-        for m in model.modules():
+        for m in () if global_hooks else model.modules():
             if (isinstance(m, nn.Sequential) and type(m).forward is _PLAIN
-                    and "forward" not in vars(m)):
+                    and "forward" not in vars(m) and not _hooked(m)):
                 fn = functools.partial(cache.forward, m)
                 vars(m)["forward"] = fn
                 patched.append((m, fn))

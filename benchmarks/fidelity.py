@@ -7,7 +7,7 @@
    calibrated (256 unlabelled inputs) and distilled, and the MACs kept.
 2. A ResNet-18-style network (BasicBlocks 2-2-2-2, width 16) trained here on a generated,
    seeded seven-segment digits dataset (10 classes, 32x32 RGB, random affine, stroke,
-   colours and noise): the same three at multiplier 1 on 1000 held-out inputs
+   colours and noise): the same three at multiplier 1 on 4000 held-out inputs
    (target: >= 99% top-1 agreement), with 512 and with 2048 calibration inputs, the
    calibrated and distilled runs with --refine-steps 2.
 3. Calibration on a ResNet-50-sized model (tests/models.py, 25.6M params, 16 layers) with
@@ -197,7 +197,7 @@ def resnet18_digits(quick: bool) -> None:
     d = Path(tempfile.mkdtemp())
     torch.save(digits(512, seed=3)[0], d / "cal.pt")
     torch.save(digits(2048, seed=5)[0], d / "cal2048.pt")
-    np.save(d / "eval.npy", digits(1000, seed=4)[0].numpy())
+    np.save(d / "eval.npy", digits(4000, seed=4)[0].numpy())
     d.joinpath("shape").write_text("1,3,32,32")
     torch.manual_seed(0)
     net = ResNet18ish()
@@ -207,7 +207,7 @@ def resnet18_digits(quick: bool) -> None:
     torch.save(net.state_dict(), d / "r18.pt")
     steps = 100 if quick else 1000
     print(f"\nResNet-18-style (width 16, {sum(p.numel() for p in net.parameters()):,} "
-          f"params) trained {t_train:.0f} s on generated digits; 1000 held-out inputs, "
+          f"params) trained {t_train:.0f} s on generated digits; 4000 held-out inputs, "
           f"distilled {steps} steps:\n")
     print(HEAD)
     for cal in ("cal.pt", "cal2048.pt"):

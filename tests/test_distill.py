@@ -207,3 +207,24 @@ def test_a_layer_that_outputs_zeros_keeps_the_loss_finite() -> None:
         model.side[1].bias.fill_(1.0)
     d = distill(original, model, ["main", "side"], torch.randn(32, 16, 8, 8), 20, 16)
     assert all(np.isfinite(loss) and loss < 10 for _, loss in d["loss"]), d["loss"]
+
+
+def test_inputs_near_a_decision_boundary_weigh_more() -> None:
+    import math
+
+    from dsconv_cli.torch_backend.calibrate import _output_loss
+
+    ref = torch.tensor([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [2.0, 1.5, 0.0]])
+    # margins 10, 10, 0.5: the median is 10, the scale 0.2 * 10 = 2
+    w = [1 + 4 * math.exp(-10 / 2), 1 + 4 * math.exp(-10 / 2), 1 + 4 * math.exp(-0.5 / 2)]
+    norm = sum(wi * float((r ** 2).sum()) for wi, r in zip(w, ref, strict=True))
+    bump = torch.tensor([0.0, 0.3, 0.0])
+    far, near = ref.clone(), ref.clone()
+    far[0] += bump
+    near[2] += bump
+    assert float(_output_loss(far, ref)) == pytest.approx(w[0] * 0.09 / norm, rel=1e-5)
+    assert float(_output_loss(near, ref)) == pytest.approx(w[2] * 0.09 / norm, rel=1e-5)
+    assert float(_output_loss(near, ref)) > 3 * float(_output_loss(far, ref))
+    # not a classifier's output (one column, or 4-D): the plain relative error
+    flat = torch.tensor([[1.0], [2.0]])
+    assert float(_output_loss(flat * 1.1, flat)) == pytest.approx(0.01, rel=1e-5)

@@ -102,7 +102,8 @@ RefineStepsOpt = Annotated[int, typer.Option(
     "pointwise refits per layer.", rich_help_panel=FIT)]
 DistillStepsOpt = Annotated[int, typer.Option(
     "--distill-steps", help="After the refit, train the converted layers this many Adam "
-    "steps to match the original's outputs on --calibration-data (no labels).",
+    "steps to match the original's outputs and each layer's on --calibration-data (no "
+    "labels; half of each batch mixed, inputs near a decision boundary weighted up).",
     rich_help_panel=FIT)]
 CalibrationBatchOpt = Annotated[int, typer.Option(
     "--calibration-batch", help="Inputs per forward while calibrating (bounds memory).",

@@ -454,7 +454,7 @@ def _first(y: Any) -> torch.Tensor:
 
 #: Adam's learning rate for distillation (warmed up over a tenth of the steps, then
 #: cosine-decayed to zero)
-DISTILL_LR = 1e-3
+DISTILL_LR = 3e-3
 #: the teacher's outputs are kept for all inputs up to this many bytes (they give the
 #: error before and after; training steps see new, mixed inputs)
 TEACHER_CACHE = 256 << 20
@@ -462,6 +462,10 @@ TEACHER_CACHE = 256 << 20
 FEATURES = 1.0
 #: the share of each training batch mixed with other inputs (mixup); the rest as given
 MIXED = 0.5
+#: a classifier's inputs near a decision boundary weigh up to 1 + this in the output term
+BOUNDARY_WEIGHT = 4.0
+#: "near": a top-2 logit margin small against this share of the batch's median margin
+BOUNDARY_SCALE = 0.2
 
 
 def distill(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
@@ -471,7 +475,8 @@ def distill(original: nn.Module, converted: nn.Module, names: list[str], data: t
     model matches the original on ``data`` (no labels). Each step draws a random batch and
     mixes half its inputs with others of the batch (mixup: ``l·x + (1-l)·x'``, ``l``
     uniform), so training sees far more points than the N given and does not just learn
-    those N; its loss is the relative squared output error ||y' - y||² / ||y||² plus
+    those N; its loss is the relative squared output error ||y' - y||² / ||y||² (for a
+    classifier, inputs near a decision boundary weigh more: :func:`_output_loss`) plus
     ``FEATURES`` times the mean of the same error at each converted layer's output (every
     layer is held to its original, not only the last one). Everything else stays frozen
     and in eval mode (batch norm keeps its statistics). The relative output error on all
@@ -533,7 +538,7 @@ def _train(original: nn.Module, converted: nn.Module, names: list[str],
             y0 = _first(_run(original, xb, "--calibration-data")).float()
         with _layer_outputs(converted, names) as f1:
             y1 = _first(_run(converted, xb, "--calibration-data")).float()
-        loss = _rel_sq(y1, y0)
+        loss = _output_loss(y1, y0)
         if FEATURES and f0 and len(f0) == len(f1):  # the same calls in both forwards
             per_layer = [_rel_sq(b, a) for a, b in zip(f0, f1, strict=True)
                          if bool(a.any())]  # a layer whose output is all zeros: no scale
@@ -564,6 +569,22 @@ def _mixed_batch(data: torch.Tensor, size: int, g: torch.Generator,
     lam = lam.view(-1, *[1] * (xb.ndim - 1)).to(dev)
     other = torch.randperm(len(xb), generator=g).to(dev)
     return (lam * xb + (1 - lam) * xb[other]).to(dt)
+
+
+def _output_loss(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The relative squared output error; for a classifier's (N, classes) outputs, each
+    input weighted by how close the original puts it to a decision boundary:
+    ``1 + BOUNDARY_WEIGHT · exp(-margin / (BOUNDARY_SCALE · median margin))``, the margin
+    being its top-1 minus its top-2 logit. There a small error flips the top-1 class;
+    far from a boundary it does not."""
+    if ref.ndim != 2 or ref.shape[1] < 2:
+        return _rel_sq(y, ref)
+    y, ref = y.float(), ref.float()
+    top = ref.detach().topk(2, 1).values
+    margin = top[:, 0] - top[:, 1]
+    scale = (BOUNDARY_SCALE * margin.median()).clamp_min(1e-12)
+    w = 1 + BOUNDARY_WEIGHT * torch.exp(-margin / scale)
+    return (w * ((y - ref) ** 2).sum(1)).sum() / (w * (ref ** 2).sum(1)).sum().clamp_min(1e-30)
 
 
 def _rel_sq(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ def three_ways(label: str, path: Path, d: Path, opts: list[str], steps: int,
                    "--distill-steps", str(steps))
     tot = cal_run["totals"]
     ratio = tot["model_macs_after"] / tot["model_macs_before"]
-    row = [f"{100 * c['fidelity']['agreement']:.1f}%" for c in (plain, cal_run, dist)]
+    row = [f"{100 * c['fidelity']['agreement']:.2f}%" for c in (plain, cal_run, dist)]
     row += [f"{c['fidelity']['rel_output_error']:.3f}" for c in (plain, cal_run, dist)]
     print(f"| {label} | {' '.join([*opts, *fit])} | {ratio:.2f} | {' | '.join(row)} | "
           f"{dist['distillation']['seconds']:.1f} s |")

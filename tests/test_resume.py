@@ -159,11 +159,12 @@ class WritesItsInput(nn.Module):
         self.stem = conv3(3, 16)
         self.body = nn.Sequential(nn.ReLU(inplace=True), conv3(16, 16), nn.BatchNorm2d(16),
                                   conv3(16, 16), conv3(16, 16))
+        self.tail = conv3(16, 16)  # refitted on what the sum gives: after the write
         self.head = nn.Linear(16, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stem(x)
-        return self.head((self.body(s) + s).mean((2, 3)))
+        return self.head(self.tail(self.body(s) + s).mean((2, 3)))
 
 
 class KeepsAFeatureWithAHook(nn.Module):
@@ -174,6 +175,7 @@ class KeepsAFeatureWithAHook(nn.Module):
         super().__init__()
         self.stem = conv3(3, 16)
         self.body = nn.Sequential(conv3(16, 16), nn.ReLU(), conv3(16, 16), conv3(16, 16))
+        self.tail = conv3(16, 16)  # refitted on the kept feature: after the Sequential
         self.head = nn.Linear(16, 5)
         self.feat: torch.Tensor | None = None
         self.body[1].register_forward_hook(self.keep)
@@ -184,7 +186,7 @@ class KeepsAFeatureWithAHook(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(self.stem(x))
         assert self.feat is not None
-        return self.head((y + self.feat).mean((2, 3)))
+        return self.head(self.tail(y + self.feat).mean((2, 3)))
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {

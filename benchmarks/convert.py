@@ -1,4 +1,6 @@
-"""Conversion time of a ResNet-50-sized model (25.6M params), beyond loading.
+"""Conversion time of a ResNet-50-sized model (25.6M params), beyond loading, and its
+deployable exports (``--export``): size, export time and the check against the converted
+model made before writing.
 
 Run from the repo root: .venv/bin/python benchmarks/convert.py
 Target: under one second of conversion (planning + SVD + surgery) on the CI CPU.
@@ -45,6 +47,24 @@ def main() -> None:
                   f"{ts.get('write', 0):.2f} | {tot['converted']}/{tot['layers']} | "
                   f"{tot['model_params_after']:,} | "
                   f"{v['rel_diff'] if v['verified'] else '-'} | {wall:.2f} |")
+        print("\nExports of the converted model at 1x3x224x224 (`--export`), checked against it "
+              "before writing:\n")
+        print("| format | exporter | bytes | state_dict bytes | export + check s | "
+              "max abs diff | tolerance |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for suffix in (".pt2", ".onnx"):
+            out, art = Path(d) / f"o2{suffix}.pt", Path(d) / f"o2{suffix}"
+            p = subprocess.run([*exe, "-o", str(out), "--input-shape", "1,3,224,224",
+                                "--export", str(art)], capture_output=True, text=True,
+                               cwd=root)
+            if p.returncode != 0:
+                raise SystemExit(p.stderr)
+            e = json.loads(p.stdout)["cases"][0]["export"]
+            print(f"| {e['format']} | {e['exporter']} | {e['bytes']:,} | "
+                  f"{out.stat().st_size:,} | {e['seconds']:.1f} | {e['max_abs_diff']:.3g} | "
+                  f"{e['tolerance']:.3g} |")
+            out.unlink()
+            art.unlink()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, user_code
+from ..options import MeasureOptions
 from ..plan import PlanOptions, plan_path
 from ..results import (
     ConvertChoices,
@@ -79,6 +80,14 @@ class ConvertRequest:
     max_output_error: float | None = None
     #: ``--export``: also write a deployable artifact (.pt2 or .onnx), checked first
     export: Path | None = None
+    #: ``--target-latency``: the converted model's latency as a fraction (0, 1) of the
+    #: original's, measured in ``measure.runtimes[0]`` (issue 29)
+    target_latency: float | None = None
+    #: how the latency table and the end-to-end check are measured (device, threads,
+    #: layout, runtime); used with ``target_latency`` only
+    measure: MeasureOptions = MeasureOptions()
+    #: re-measure the cached per-layer latency table
+    recalibrate: bool = False
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ class PlanOptions:
     ranks: tuple[tuple[str, int], ...] = ()
     #: per-layer notes of the budget (a multiplier held where a larger one would grow it)
     notes: tuple[tuple[str, str], ...] = ()
+    #: layers a budget keeps as convs (``--target-latency``), with the reason, by layer name
+    keep: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def decide(f: ConvFacts, o: PlanOptions) -> Decision:
     spec = f.spec()
     before = _params(spec)
     macs_before = _macs(spec, f.input_shape)
-    why = eligibility(f, o)
+    why = eligibility(f, o) or dict(o.keep).get(f.name)
     if why:
         return Decision(f, False, why, params_before=before, macs_before=macs_before)
     m = choose_rank(f, o)

@@ -214,6 +214,8 @@ class Speedup:
     verdict: Optional[Literal["faster", "slower", "no difference detected"]] = optional()
     mde: Optional[float] = optional()
     rounds: Optional[int] = optional()
+    #: the runtime it was measured in, where several were
+    runtime: Optional[str] = optional()
 
     def with_ab(self, ab: Any) -> Speedup:
         """This speedup with an :class:`dsconv_cli.stats.ABResult` (A = the faster-hoped
@@ -335,6 +337,8 @@ class ModelAnalysis:
     #: the model converted in memory and measured beside it (``--vs ds``)
     vs: Optional[dict[str, Any]] = optional()
     speedup: Optional[Speedup] = optional()
+    #: the same A/B in every runtime asked for (the first is ``speedup``)
+    speedup_by_runtime: Optional[list[Speedup]] = optional()
     warnings: Optional[list[str]] = optional()
 
 
@@ -591,6 +595,7 @@ class ConvertChoices:
     min_channels: int
     allow_larger: bool
     target_macs: Optional[float]
+    target_latency: Optional[float] = optional()
 
 
 @dataclass(frozen=True)
@@ -610,6 +615,81 @@ class ConvertExport:
     #: the largest |diff| allowed: the dtype's tolerance times the output's scale
     tolerance: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class LatencyForm:
+    """One form of a layer in the latency table: the conv (``multiplier`` null) or its DS
+    form, the median of its block times and the 95% interval of that median."""
+
+    multiplier: Optional[int]
+    median_ms: float
+    ci95: list[float]
+    #: DS forms: measurably faster than the conv (A/B test on the block times, p < 0.05)
+    faster: Optional[bool] = optional()
+    #: DS forms: the error the chooser weighs (weight error, Eckart-Young)
+    error: Optional[float] = optional()
+
+
+@dataclass(frozen=True)
+class LatencyLayer:
+    """One eligible layer's row of the latency table, and what the chooser did with it."""
+
+    name: str
+    input_shape: list[int]
+    calls: int
+    conv: LatencyForm
+    ds: list[LatencyForm]
+    #: the multiplier chosen, or null: the conv is kept (``reason`` says why)
+    chosen: Optional[int]
+    reason: str
+    #: read from the latency cache (else measured in this run)
+    cached: bool
+    #: why its times are not to be trusted (still noisy after every attempt)
+    flag: Optional[str] = optional()
+
+
+@dataclass(frozen=True)
+class LatencyRound:
+    """One round of choose -> convert -> measure end to end."""
+
+    #: the budget given to the chooser (a fraction of the original's latency)
+    budget: float
+    predicted: float
+    #: measured latency ratio (converted / original; Hodges-Lehmann) and its 95% interval
+    measured: Optional[float] = optional()
+    ci95: Optional[list[float]] = optional()
+    p_value: Optional[float] = optional()
+    original_ms: Optional[float] = optional()
+    converted_ms: Optional[float] = optional()
+    converted_layers: Optional[int] = optional()
+    macs: Optional[int] = optional()
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """``--target-latency``: the per-layer table, the rounds, and whether the converted
+    model's measured latency ratio met the target within its interval."""
+
+    target: float
+    runtime: str
+    device: str
+    threads: int
+    memory_format: str
+    dtype: str
+    #: the original model alone, median ms (what the first round's budget is a share of)
+    model_ms: float
+    #: met: the interval is at or under the target; met within its interval: it holds
+    #: the target; missed: the whole interval is above it; too noisy: the interval is too
+    #: wide to verify anything (missed and too noisy: exit 1, nothing written)
+    verdict: Literal["met", "met within its interval", "missed", "too noisy"]
+    rounds: list[LatencyRound]
+    layers: list[LatencyLayer]
+    #: the round whose conversion is the result (the best reached, when missed)
+    chosen_round: Optional[int]
+    cache: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -635,6 +715,7 @@ class ConvertResult:
     #: --export: the artifact written (or, on a dry run, checked) beside the model
     export: Optional[ConvertExport] = optional()
     distillation: Optional[Distillation] = optional()
+    latency: Optional[LatencyReport] = optional()
 
 
 # --------------------------------------------------------------------------- schema
@@ -646,7 +727,7 @@ CASE_TYPES = (ComparedCase, ProfileCaseResult, ModelAnalysis, PresetResult, Conv
 _CLOSED = (CostTotals, PresetModel, PresetStage, PresetLayer, PresetFullConv, PresetResult,
            LayerOutputError, ConvertLayer, ConvertTotals, Verification, Fidelity,
            ConvertTiming, ConvertSource, ConvertChoices, ConvertExport, ConvertResult,
-           Distillation)
+           Distillation, LatencyForm, LatencyLayer, LatencyRound, LatencyReport)
 
 
 def report_schema() -> dict[str, Any]:

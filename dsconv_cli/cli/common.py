@@ -232,14 +232,15 @@ def _given(param: str) -> bool:
 
 
 def finite(name: str, value: float | None, lo: float = 0.0, hi: float = math.inf,
-           lo_open: bool = True) -> None:
+           lo_open: bool = True, hi_open: bool = False) -> None:
     """A float option must be a finite number in its range (NaN would turn checks off)."""
     if value is None:
         return
-    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    ok = (math.isfinite(value) and (value > lo if lo_open else value >= lo)
+          and (value < hi if hi_open else value <= hi))
     if not ok:
-        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if math.isfinite(hi) else (
-            f"> {lo:g}" if lo_open else f">= {lo:g}")
+        rng = (f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+               if math.isfinite(hi) else (f"> {lo:g}" if lo_open else f">= {lo:g}"))
         raise InputError(f"{name} must be a finite number {rng}, got {value}")
 
 

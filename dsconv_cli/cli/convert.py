@@ -34,25 +34,38 @@ from .options import (
     ArchKwargsOpt,
     ArchOpt,
     ColumnsOpt,
+    Device,
+    DeviceOpt,
+    Dtype,
     ExcludeOpt,
     FormatOpt,
     IncludeOpt,
     InputShapeOpt,
     JsonOpt,
     MapLocationOpt,
+    MemoryFormat,
+    MemoryFormatOpt,
     MinChannelsOpt,
+    MinTimeOpt,
+    RecalibrateOpt,
     ReportOpt,
+    RoundsOpt,
     StateDictKeyOpt,
+    ThreadsOpt,
     TrustPickleOpt,
+    WarmupOpt,
     WideOpt,
+    measure_options,
     parse_arch_kwargs,
 )
 
 if TYPE_CHECKING:
+    from ..options import MeasureOptions
     from ..plan import PlanOptions
 
 WRITE = "Writing"
 FIT = "Keeping the model working (calibration, fidelity)"
+LATENCY = "Converting for latency (--target-latency)"
 
 
 class Init(str, Enum):
@@ -117,6 +130,15 @@ MaxOutputErrorOpt = Annotated[Optional[float], typer.Option(
 WriteUnchangedOpt = Annotated[bool, typer.Option(
     "--write-unchanged", help="Write the output even when no layer was converted.",
     rich_help_panel=WRITE)]
+TargetLatencyOpt = Annotated[Optional[float], typer.Option(
+    "--target-latency", metavar="F", help="Make the model this fraction (0-1) of its "
+    "latency in --runtime: each layer's conv and DS forms are timed there, the least-error "
+    "choice reaching F is taken, and the whole model is timed against the original to "
+    "check it (exit 1, nothing written, if missed). Needs --input-shape.",
+    rich_help_panel=LATENCY, show_default=False)]
+LatencyRuntimeOpt = Annotated[str, typer.Option(
+    "--runtime", metavar="NAME", help="Where --target-latency times: eager, compile "
+    "(torch.compile) or onnxruntime (needs dsconv\\[onnx]).", rich_help_panel=LATENCY)]
 ExportOpt = Annotated[Optional[Path], typer.Option(
     "--export", help="Also write a model that deploys without dsconv or your code: .pt2 "
     "(torch.export) or .onnx (ONNX Runtime), by suffix; its output is checked against the "
@@ -139,6 +161,10 @@ def convert(
     min_agreement: MinAgreementOpt = None,
     max_output_error: MaxOutputErrorOpt = None, write_unchanged: WriteUnchangedOpt = False,
     export: ExportOpt = None,
+    target_latency: TargetLatencyOpt = None, runtime: LatencyRuntimeOpt = "eager",
+    device: DeviceOpt = Device.cpu, threads: ThreadsOpt = None,
+    memory_format: MemoryFormatOpt = MemoryFormat.nchw, min_time: MinTimeOpt = 0.2,
+    warmup: WarmupOpt = 3, rounds: RoundsOpt = 10, recalibrate: RecalibrateOpt = False,
     fmt: FormatOpt = OutputFormat.table, as_json: JsonOpt = False, report: ReportOpt = None,
     wide: WideOpt = False, columns: ColumnsOpt = None,
 ) -> None:
@@ -153,6 +179,9 @@ def convert(
     _check_fit(calibration_data, eval_data, refine_steps, calibration_batch, min_agreement,
                max_output_error, distill_steps)
     _check_budget(target_macs, energy, depth_multiplier, init)
+    measure = _check_latency(target_latency, target_macs, energy, depth_multiplier, init,
+                             input_shape, runtime, device, threads, memory_format, min_time,
+                             warmup, rounds)
     if not 0 <= seed < 1 << 64:  # torch's seeds are 64-bit
         raise InputError(f"--seed must be 0 to 2**64 - 1, got {seed}")
     request = ConvertRequest(
@@ -166,7 +195,8 @@ def convert(
         calibration_data=calibration_data, eval_data=eval_data, refine_steps=refine_steps,
         distill_steps=distill_steps,
         calibration_batch=calibration_batch, min_agreement=min_agreement,
-        max_output_error=max_output_error, export=export)
+        max_output_error=max_output_error, export=export, target_latency=target_latency,
+        measure=measure, recalibrate=recalibrate)
     _check_output(model, output, dry_run, force, reports, export,
                   [("--calibration-data", calibration_data), ("--eval-data", eval_data),
                    arch_file("--arch", arch)])
@@ -207,6 +237,43 @@ def _check_budget(target_macs: float | None, energy: float | None,
         raise InputError("give --target-macs, --energy or --depth-multiplier, one of them")
     if init is not Init.svd:
         raise InputError("--target-macs needs --init svd (it reads the weights' spectrum)")
+
+
+def _check_latency(target: float | None, target_macs: float | None, energy: float | None,
+                   depth_multiplier: int | None, init: Init, input_shape: str | None,
+                   runtime: str, device: Device, threads: int | None,
+                   memory_format: MemoryFormat, min_time: float, warmup: int,
+                   rounds: int) -> MeasureOptions:
+    """``--target-latency`` and how it measures, before any work: F in (0, 1), no other
+    budget, an input shape, one installed runtime, one layout."""
+    import importlib.util
+
+    from ..options import MeasureOptions
+
+    opts = measure_options(device, Dtype.fp32, threads, memory_format, min_time, warmup,
+                           rounds, runtime)
+    if target is None:
+        return MeasureOptions()
+    finite("--target-latency", target, hi=1, hi_open=True)
+    other = [o for o, v in (("--target-macs", target_macs), ("--energy", energy),
+                            ("--depth-multiplier", depth_multiplier)) if v is not None]
+    if other:
+        raise InputError(f"--target-latency picks the multipliers itself: drop {other[0]}")
+    if init is not Init.svd:
+        raise InputError("--target-latency needs --init svd (it weighs the weights' error)")
+    if input_shape is None:
+        raise InputError("--target-latency times each layer at the input it sees: give "
+                         "--input-shape")
+    if len(opts.runtimes) != 1:
+        raise InputError("--runtime: --target-latency times in one runtime, got "
+                         f"{','.join(opts.runtimes)}")
+    if opts.runtimes[0] == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        raise InputError("--runtime onnxruntime needs ONNX Runtime: pip install "
+                         "'dsconv[onnx]'")
+    if memory_format is MemoryFormat.both:
+        raise InputError("--memory-format: --target-latency times in one layout: nchw or "
+                         "channels_last")
+    return opts
 
 
 def _plan_options(min_channels: int, include: list[str] | None, exclude: list[str] | None,

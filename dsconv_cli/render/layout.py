@@ -77,7 +77,7 @@ PRIORITY: dict[str, float] = {
     # 1: the answer
     "params": 1, "MACs": 1, "MACs x": 1, "params x": 1, "median ms": 1, "ms": 1,
     "speedup": 1, "verdict": 1, "status": 1, "DS MACs x": 1,
-    "params after": 1, "MACs after": 1,
+    "params after": 1, "MACs after": 1, "conv ms": 1, "DS ms": 1, "choice": 1,
     # 1.5: kept as long as room allows beside the key numbers
     "reason": 1.5,
     # 2: what explains it
@@ -88,10 +88,10 @@ PRIORITY: dict[str, float] = {
     # 3: context
     "output": 3, "FLOPs": 3, "type": 3, "kind": 3, "roofline": 3, "baseline": 3,
     "DS params": 3, "rank/max": 3, "IQR ms": 3, "full-conv params": 3, "blocks": 3,
-    "source": 3, "in>out": 3, "weight err": 3, "95% CI": 3,
+    "source": 3, "in>out": 3, "weight err": 3, "95% CI": 3, "conv 95%": 3, "DS 95%": 3,
     # 4: detail
     "bytes": 4, "FLOP/B": 4, "activations": 4, "GFLOP/s": 4, "GB/s": 4, "energy": 4,
-    "kernel": 4, "stride": 4, "input": 4, "vs": 4,
+    "kernel": 4, "stride": 4, "input": 4, "vs": 4, "calls": 4,
     # 5: rarely needed at a glance
     "dil": 5,
 }

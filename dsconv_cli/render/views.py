@@ -344,6 +344,8 @@ _SHORT_REASONS = (
     (r"^DS form.* not smaller", "DS not smaller"),
     (r"^weight error (\S+) > --max-error (\S+)", r"error \1 > \2"),
     (r"overrides Conv2d\.forward", "custom forward"),
+    (r"^DS (\S+) ms vs conv (\S+) ms: the DS form is not measurably", r"slower: DS \1 vs \2 ms"),
+    (r"^DS (\S+) ms vs conv (\S+) ms: not needed", r"not needed: DS \1 vs \2 ms"),
 )
 
 
@@ -363,7 +365,8 @@ def short_reason(reason: str | None) -> str:
 CONVERT_COLS = ("layer", "input", "in>out", "kernel", "stride", "dil", "params before",
                 "params after", "MACs before", "MACs after", "rank/max", "energy",
                 "weight err", "status", "reason")
-COLUMNS["convert_view"] = CONVERT_COLS
+LATENCY_COLS = ("conv ms", "conv 95%", "DS ms", "DS 95%", "choice", "calls")
+COLUMNS["convert_view"] = (*CONVERT_COLS, *LATENCY_COLS)
 
 
 def _convert_row(la: dict[str, Any]) -> list[str]:
@@ -448,7 +451,51 @@ def convert_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
                 t.notes.append(f"{la['name']}: {la['note']}")
         t.notes.extend(_convert_notes(case))
         out.append(t)
+        if case.get("latency"):
+            out.append(_latency_table(case["latency"]))
     return out
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "-" if not ci else f"[{sig3(ci[0])}, {sig3(ci[1])}]"
+
+
+def _latency_table(lat: dict[str, Any]) -> Table:
+    """``--target-latency``: each layer's conv and DS times (the chosen form, else the
+    fastest), with the interval of each median; the rounds and the verdict under it."""
+    t = Table(f"latency in {lat['runtime']} ({lat['device']}, {lat['threads']} threads, "
+              f"{lat['memory_format']}, {lat['dtype']}): target {lat['target']:g} of the "
+              "original's", ["layer", *LATENCY_COLS])
+    for la in lat["layers"]:
+        m = la["chosen"]
+        forms = {f["multiplier"]: f for f in la["ds"]}
+        ds = forms.get(m) or min(la["ds"], key=lambda f: f["median_ms"])
+        choice = f"m={m}" if m is not None else "keep conv"
+        t.add([la["name"], _num(la["conv"]["median_ms"]), _interval(la["conv"]["ci95"]),
+               _num(ds["median_ms"]), _interval(ds["ci95"]),
+               choice if m is not None else f"{choice} (m={ds['multiplier']} timed)",
+               str(la["calls"])], None if m is not None else "dim")
+        if la.get("flag"):
+            t.notes.append(f"{la['name']}: {la['flag']}")
+    for i, r in enumerate(lat["rounds"], 1):
+        line = f"Round {i}: budget {r['budget']:.3f}, predicted {r['predicted']:.3f}"
+        if r.get("measured") is not None:
+            line += (f", measured {r['measured']:.3f} {_interval(r['ci95'])} (p "
+                     f"{r['p_value']:.2g}; original {fmt_ms(r['original_ms'])}, converted "
+                     f"{fmt_ms(r['converted_ms'])}, {r['converted_layers']} layer(s) "
+                     "converted)")
+        t.notes.append(line)
+    t.notes.extend(lat.get("notes") or ())
+    c = lat["cache"]
+    t.notes.append(f"Layer times: {c['measured']} shape(s) measured, {c['cached']} from the "
+                   f"cache ({c['path']}); planning and checking took {lat['seconds']:.1f} s")
+    pick = lat.get("chosen_round")
+    r = lat["rounds"][pick - 1] if pick else None
+    measured = (f"{r['measured']:.3f} {_interval(r['ci95'])}"
+                if r and r.get("measured") is not None else "not measured")
+    t.summary = (f"Latency ratio (converted / original, 95% CI): {measured}; target "
+                 f"{lat['target']:g}: {lat['verdict']}")
+    return t
 
 
 # ------------------------------------------------------------------------- profile
@@ -702,6 +749,13 @@ def _vs_notes(case: dict[str, Any]) -> list[str]:
             notes.append(f"Measured speedup of the DS form (time now / time converted): "
                          f"{fmt_speedup(sp)}; theoretical {fmt_ratio(sp['theoretical'])} "
                          "(MACs now / MACs converted).")
+            notes.extend(f"  in {o['runtime']}: {fmt_speedup(o, short=True)} ({o['verdict']})"
+                         for o in case.get("speedup_by_runtime") or ())
+            if any(la.get("speedup", {}).get("estimate") is not None
+                   for la in case["layers"] if la.get("ds")):
+                notes.append("Per-layer speedups of converted convs: the latency table "
+                             "(conv and DS form alone at the layer's input, interleaved), "
+                             "as convert --target-latency uses.")
         else:
             notes.append(f"Measured speedup over --vs {vs['source']} (time vs / time "
                          f"model): {fmt_speedup(sp)}; MACs ratio "

@@ -297,32 +297,75 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
         mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, best.memory_format,
                                   lambda: copy.deepcopy(other.model), input_shape,
                                   o_best.memory_format, session)
-    ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
+    table = _ds_table(model, input_shape, plan, out, session, hooks) if (
+        other.kind == "ds") else {}
     rows = []
     for r in out.layers:
         t_mine = per.inclusive.get(_key(r.name)) if per else None
         t_theirs = o_per.inclusive.get(_key(r.name)) if o_per else None
         macs_ds = r.ds.macs if r.ds is not None else r.macs_if_ds
-        if other.kind == "ds" and macs_ds and t_mine and t_theirs:
+        if r.name in table and r.ds is not None:
+            # a converted conv: its conv and DS form from the latency table (interleaved)
+            r = dataclasses.replace(r, speedup=table[r.name])
+        elif other.kind == "ds" and macs_ds and t_mine and t_theirs:
             r = dataclasses.replace(r, speedup=Speedup(
                 measured=round(t_mine / t_theirs, 4),
                 theoretical=round(r.macs / macs_ds, 4)))
         rows.append(r)
     o_macs = other.analysis.totals["macs"]
+    macs = analysis.totals["macs"]
     # speedup of the model over what it is compared with: time(vs) / time(model); for
     # --vs ds the question is the other way round (how much the conversion buys)
-    if other.kind == "ds":
-        sp = Speedup(measured=sig(best.median_ms / o_best.median_ms),
-                     theoretical=round(analysis.totals["macs"] / o_macs, 4) if o_macs else None,
-                     memory_format=o_best.memory_format).with_ab(
-            compare_samples(theirs.samples_ms or [], mine.samples_ms or []))
-    else:
-        sp = Speedup(measured=sig(o_best.median_ms / best.median_ms),
-                     theoretical=round(o_macs / analysis.totals["macs"], 4)
-                     if analysis.totals["macs"] else None,
-                     memory_format=best.memory_format).with_ab(ab)
+    theory = (round(macs / o_macs, 4) if o_macs else None) if other.kind == "ds" else (
+        round(o_macs / macs, 4) if macs else None)
+    speedups = []
+    for i, (name, rt) in enumerate(session.runtimes.items()):
+        if i:
+            advance(f"{analysis.name} vs {other.label}: A/B in {name}")
+            mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, "nchw",
+                                      lambda: copy.deepcopy(other.model), input_shape, "nchw",
+                                      session, runtime=rt)
+        fast, slow = (theirs, mine) if other.kind == "ds" else (mine, theirs)
+        ab = compare_samples(fast.samples_ms or [], slow.samples_ms or [])
+        # one figure: the A/B estimate (inside its own interval), not a ratio of medians
+        speedups.append(Speedup(measured=sig(ab.estimate), theoretical=theory,
+                             memory_format=(o_best if other.kind == "ds" else best
+                                            ).memory_format if not i else "nchw",
+                             runtime=name).with_ab(ab))
     vs = {**(out.vs or {}), "measured": o_best}
-    return dataclasses.replace(out, layers=rows, speedup=sp, vs=vs), session.environment
+    return dataclasses.replace(out, layers=rows, speedup=speedups[0], vs=vs,
+                               speedup_by_runtime=speedups if len(speedups) > 1 else None
+                               ), session.environment
+
+
+def _ds_table(model: Any, input_shape: tuple[int, ...], plan: PlanOptions, a: ModelAnalysis,
+              session: Any, hooks: Hooks) -> dict[str, Speedup]:
+    """Each converted conv's speedup from the latency table ``convert --target-latency``
+    uses (its conv and DS form built alone at the input the layer sees, timed interleaved
+    in the session's runtime, cached): one source for the per-layer DS-vs-conv times."""
+    from ..stats import compare_samples, sig
+    from ..torch_backend.convert import candidates
+    from ..torch_backend.latency import layer_table, weight_error
+
+    ms = {r.name: r.ds.depth_multiplier for r in a.layers if r.ds is not None}
+    found = [(f, c) for f, c in candidates(model, plan, input_shape) if f.name in ms]
+    with hooks.progress(len(found), "timing layers") as advance:
+        table, _ = layer_table(found, session, weight_error, warn=hooks.warn, advance=advance,
+                               also=lambda f: ms.get(f.name))
+    out = {}
+    for t in table:
+        la, m = t.times, ms[t.times.name]
+        if m not in la.ds:
+            continue
+        row = next(r for r in a.layers if r.name == la.name)
+        assert row.ds is not None
+        # the DS form's speedup over the conv: time(conv) / time(DS)
+        sp = compare_samples(la.ds[m].samples_ms, la.conv.samples_ms)
+        out[la.name] = Speedup(
+            measured=sig(sp.estimate), memory_format=None,
+            theoretical=round(row.macs / row.ds.macs, 4) if row.ds.macs else None,
+            flag=t.problem).with_ab(sp)
+    return out
 
 
 def _key(name: str) -> str:

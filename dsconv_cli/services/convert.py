@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InputError, user_code
 from ..options import MeasureOptions
@@ -27,6 +29,10 @@ from ..results import (
     ConvertTiming,
     Distillation,
     Fidelity,
+    LatencyForm,
+    LatencyLayer,
+    LatencyReport,
+    LatencyRound,
     LayerOutputError,
     Verification,
 )
@@ -121,14 +127,23 @@ def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
     loaded = _load(request, hooks)
     t_load = round(time.perf_counter() - t0, 4)
     original = _keep_original(request, loaded, data)
+    lat = _latency(request, loaded, data, hooks) if request.target_latency is not None else None
+    if lat is not None:
+        request = dataclasses.replace(request, plan=lat.plan)
     conv = _convert(request, loaded, data)
-    fit = _fit(request, data, original, loaded.model, conv, hooks)
+    if lat is not None and lat.refusal:  # missed: nothing is written, so nothing to fit
+        fit = _Fit(conv.layers, conv.verification)
+    else:
+        fit = _fit(request, data, original, loaded.model, conv, hooks)
     result = _result(request, loaded, conv, fit, t_load)
+    if lat is not None:
+        result = dataclasses.replace(result, latency=lat.report)
     warnings = fidelity_warnings(result)
     for w in warnings:
         hooks.warn(w)
     result = dataclasses.replace(result, warnings=warnings or None)
-    refusal = fidelity_refusal(result, request.min_agreement, request.max_output_error)
+    refusal = (lat.refusal if lat is not None else None) or fidelity_refusal(
+        result, request.min_agreement, request.max_output_error)
     result, artifact = _export(request, loaded, data, result, refusal)
     return _write(request, loaded, conv, fit, result, refusal, artifact)
 
@@ -199,6 +214,144 @@ def _convert(r: ConvertRequest, loaded: Loaded, data: _Inputs) -> Conversion:
         raise
 
 
+@dataclass(frozen=True)
+class _Latency:
+    """What ``--target-latency`` decided: the plan to convert with, its report, and why
+    nothing may be written (the target missed), if so."""
+
+    plan: PlanOptions
+    report: LatencyReport
+    refusal: str | None = None
+
+
+#: choose -> convert -> measure rounds before a missed target is final
+LATENCY_ROUNDS = 3
+
+
+def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> _Latency:
+    """``--target-latency F``: each eligible layer's conv and DS forms measured in the
+    runtime (the cached table), the cheapest-error choice predicted to reach F, then the
+    whole converted model timed against the original (interleaved A/B); while the measured
+    ratio's interval is above F, the budget is tightened by what the prediction missed and
+    the round repeated (at most :data:`LATENCY_ROUNDS`)."""
+    import copy
+
+    from ..latency import adjusted_target, choose, judge, latency_ratio
+    from ..torch_backend.convert import ConvertOptions, candidates, convert_model
+    from ..torch_backend.latency import (
+        layer_table,
+        layout,
+        model_samples,
+        time_model,
+        weight_error,
+    )
+    from ..torch_backend.loading import Loaded as _Loaded
+    from ..torch_backend.measure import open_session
+
+    assert r.target_latency is not None and data.shape is not None
+    t0 = time.perf_counter()
+    target, shape, model = r.target_latency, data.shape, loaded.model
+    session = open_session(r.measure, False, on_status=hooks.status, on_warn=hooks.warn)
+    with user_code(f"{r.model}: the model's forward pass"):
+        found = candidates(model, r.plan, shape, r.seed)
+    with hooks.progress(len(found), f"timing layers ({session.runtime.name})") as advance:
+        table, stats = layer_table(found, session, weight_error, r.recalibrate,
+                                   r.plan.allow_larger, hooks.warn, advance)
+    times = [t.times for t in table]
+    measured = {t.times.name for t in table}
+    left_out = {f.name: ("not reached by the forward pass" if not calls else
+                         "no DS form smaller than the conv: kept the conv")
+                for f, calls in found if f.name not in measured}
+    with user_code(f"{r.model}: the model's forward pass"):
+        model_ms = time_model(copy.deepcopy(model), shape, session).median_ms
+    budget, rounds, plans = target, [], []
+    for _ in range(LATENCY_ROUNDS):
+        lp = choose(times, model_ms, budget)
+        plan = dataclasses.replace(r.plan, ranks=tuple(sorted(lp.ranks().items())),
+                                   keep=tuple(sorted({**lp.kept(), **left_out}.items())))
+        if not lp.ranks():
+            rounds.append(LatencyRound(round(budget, 4), round(lp.predicted_ratio, 4)))
+            plans.append((plan, lp))
+            break
+        converted = copy.deepcopy(model)
+        with user_code(f"{r.model}: the model's forward pass"):
+            conv = convert_model(_Loaded(converted, "module", "latency round"),
+                                 ConvertOptions(plan, shape, r.seed))
+            a, b = model_samples(partial(copy.deepcopy, model),
+                                 partial(copy.deepcopy, converted), shape, session)
+        ratio, ci, p = latency_ratio(b, a)
+        original_ms, converted_ms = statistics.median(a), statistics.median(b)
+        rounds.append(LatencyRound(
+            round(budget, 4), round(lp.predicted_ratio, 4), round(ratio, 4),
+            [round(ci[0], 4), round(ci[1], 4)], float(f"{p:.4g}"), round(original_ms, 4),
+            round(converted_ms, 4), conv.totals.converted, conv.totals.model_macs_after))
+        plans.append((plan, lp))
+        if judge(ci, target) != "missed" or not lp.met:
+            break
+        model_ms = original_ms  # the same conditions as the converted model's time
+        nxt = adjusted_target(target, lp.predicted_ratio, ratio, budget)
+        if nxt <= 0:
+            break
+        budget = nxt
+    timed = [i for i, x in enumerate(rounds) if x.ci95 is not None]
+    best = min(timed, key=lambda i: rounds[i].measured or math.inf) if timed else None
+    last = rounds[-1]
+    verdict: Literal["met", "met within its interval", "missed", "too noisy"] = (
+        "missed" if last.ci95 is None else judge(last.ci95, target))  # type: ignore[assignment]
+    pick: int | None = len(rounds) - 1
+    refusal = None
+    if verdict in ("missed", "too noisy"):
+        pick = best
+        refusal = _latency_miss(target, rounds, best, session.runtime.name, plans[-1][1],
+                                verdict)
+    plan, lp = plans[pick if pick is not None else -1]
+    chosen = {c.name: c for c in lp.choices}
+    report = LatencyReport(
+        target=target, runtime=session.runtime.name, device=session.device.type,
+        threads=r.measure.threads or session.environment["threads"],
+        memory_format=layout(session), dtype=r.measure.dtype, model_ms=round(model_ms, 4),
+        verdict=verdict, rounds=rounds, chosen_round=None if pick is None else pick + 1,
+        layers=[_latency_row(t, chosen[t.times.name]) for t in table],
+        cache={"path": stats.path, "cached": stats.cached, "measured": stats.measured,
+               "not_cached": stats.not_cached},
+        seconds=round(time.perf_counter() - t0, 3), notes=lp.notes)
+    return _Latency(plan, report, refusal)
+
+
+def _latency_row(t: Any, choice: Any) -> LatencyLayer:
+    la = t.times
+
+    def form(m: int | None) -> LatencyForm:
+        timed = la.conv if m is None else la.ds[m]
+        lo, hi = timed.ci95
+        return LatencyForm(m, round(timed.median_ms, 5), [round(lo, 5), round(hi, 5)],
+                           None if m is None else la.faster(m),
+                           None if m is None else round(la.errors[m], 5))
+
+    return LatencyLayer(la.name, list(t.input_shape), la.calls, form(None),
+                        [form(m) for m in sorted(la.ds)], choice.multiplier,
+                        choice.reason, t.cached, t.problem)
+
+
+def _latency_miss(target: float, rounds: list[LatencyRound], best: int | None, runtime: str,
+                  lp: Any, verdict: str) -> str:
+    if verdict == "too noisy":
+        r = rounds[-1]
+        assert r.ci95 is not None
+        return (f"--target-latency {target}: the end-to-end check is too noisy to verify "
+                f"anything (latency ratio {r.measured:.3f}, 95% interval [{r.ci95[0]:.3f}, "
+                f"{r.ci95[1]:.3f}]): is the machine busy? Re-run when it is quieter")
+    if best is None:
+        return (f"--target-latency {target}: no layer's DS form is measurably faster than "
+                f"its conv in {runtime}; the model would stay at its own latency")
+    b = rounds[best]
+    assert b.ci95 is not None
+    why = f" ({lp.notes[0]})" if lp.notes else ""
+    return (f"--target-latency {target}: missed after {len(rounds)} round(s); the best "
+            f"measured latency ratio {b.measured:.3f} [{b.ci95[0]:.3f}, {b.ci95[1]:.3f}] "
+            f"(round {best + 1}) is above it{why}")
+
+
 def _fit(r: ConvertRequest, data: _Inputs, original: nn.Module | None, model: nn.Module,
          conv: Conversion, hooks: Hooks) -> _Fit:
     """Refit the converted layers on --calibration-data, then measure fidelity."""
@@ -255,7 +408,8 @@ def _result(r: ConvertRequest, loaded: Loaded, conv: Conversion, fit: _Fit,
     return ConvertResult(
         name=str(r.model), source=ConvertSource(str(r.model), loaded.kind),
         options=ConvertChoices(p.init, p.depth_multiplier, p.energy, p.max_error,
-                               p.min_channels, p.allow_larger, r.target_macs),
+                               p.min_channels, p.allow_larger, r.target_macs,
+                               r.target_latency),
         layers=fit.layers, totals=conv.totals, verification=fit.verification,
         timing_s=ConvertTiming(conv.convert_s, conv.verify_s, t_load, fit.seconds,
                                distill=fit.distillation.seconds if fit.distillation else None),

@@ -156,14 +156,18 @@ def _replace(model: nn.Module, replacements: dict[int, nn.Module]) -> None:
 
 
 def _input_shapes(model: nn.Module, shape: tuple[int, ...], seed: int,
-                  inputs: dict[int, torch.Tensor] | None = None
+                  inputs: dict[int, torch.Tensor] | None = None,
+                  calls: dict[int, int] | None = None
                   ) -> tuple[dict[int, tuple[int, ...]], torch.Tensor, torch.Tensor]:
     """Shapes reaching each conv, the input used and the output, from one eval forward;
-    with ``inputs``, each conv's first input too (for the per-layer check)."""
+    with ``inputs``, each conv's first input too (for the per-layer check); with ``calls``,
+    how many times each conv ran."""
     shapes: dict[int, tuple[int, ...]] = {}
 
     def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
         shapes.setdefault(id(mod), tuple(args[0].shape))
+        if calls is not None:
+            calls[id(mod)] = calls.get(id(mod), 0) + 1
         if inputs is not None and id(mod) not in inputs:
             inputs[id(mod)] = args[0].detach().clone()
 
@@ -217,6 +221,38 @@ def _layer_check(conv: nn.Conv2d, pair: nn.Module, x: torch.Tensor | None) -> st
     return None
 
 
+Read = tuple[int, nn.Conv2d, list[str], ConvFacts, Any]
+
+
+def _read(model: nn.Module, plan: PlanOptions, shapes: dict[int, tuple[int, ...]]
+          ) -> list[Read]:
+    """Every distinct Conv2d's facts; a candidate's spectrum (svd init) and a check that its
+    weights are finite."""
+    read = []
+    for key, (conv, names) in _conv_places(model).items():
+        facts = conv_facts(conv, names, shapes.get(key))
+        svd = None
+        if eligibility(facts, plan) is None and not bool(
+                torch.isfinite(conv.weight.detach()).all()):
+            raise InputError(f"layer {names[0]}: holds non-finite weights (NaN or inf); "
+                             "fix the model or --exclude the layer")
+        if plan.init == "svd" and eligibility(facts, plan) is None:
+            svd = _svd(conv)  # only candidates pay for the spectrum
+            facts = replace(facts, energy_by_rank=_energy(svd[1]))
+        read.append((key, conv, names, facts, svd))
+    return read
+
+
+def candidates(model: nn.Module, plan: PlanOptions, input_shape: tuple[int, ...],
+               seed: int = 0) -> list[tuple[ConvFacts, int]]:
+    """The eligible Conv2d layers (the facts a budget needs: the input shape each really
+    sees, the spectrum) and how many times each runs per forward, from one eval forward."""
+    calls: dict[int, int] = {}
+    shapes, _, _ = _input_shapes(model, input_shape, seed, calls=calls)
+    return [(facts, calls.get(key, 0)) for key, _, _, facts, _ in _read(model, plan, shapes)
+            if eligibility(facts, plan) is None]
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     plan: PlanOptions = PlanOptions()
@@ -252,22 +288,10 @@ def convert_model(loaded: Loaded, o: ConvertOptions) -> Conversion:
 
         macs_before = check_forward_fits(model, o.input_shape).macs
         shapes, x, y_before = _input_shapes(model, o.input_shape, o.seed, conv_inputs)
-    places = _conv_places(model)
     decisions: list[Decision] = []
     replacements: dict[int, nn.Module] = {}
     errors: dict[str, float] = {}
-    read = []
-    for key, (conv, names) in places.items():
-        facts = conv_facts(conv, names, shapes.get(key))
-        svd = None
-        if eligibility(facts, o.plan) is None and not bool(
-                torch.isfinite(conv.weight.detach()).all()):
-            raise InputError(f"layer {names[0]}: holds non-finite weights (NaN or inf); "
-                             "fix the model or --exclude the layer")
-        if o.plan.init == "svd" and eligibility(facts, o.plan) is None:
-            svd = _svd(conv)  # only candidates pay for the spectrum
-            facts = replace(facts, energy_by_rank=_energy(svd[1]))
-        read.append((key, conv, names, facts, svd))
+    read = _read(model, o.plan, shapes)
     plan = o.plan
     if o.target_macs is not None:
         plan = _budget_plan(o, plan, [f for _, _, _, f, _ in read], macs_before)

@@ -321,19 +321,21 @@ def _attribute(hooked_runs: list[tuple[dict[str, float], dict[str, float]]],
 def ab_modules(make_a: Callable[[], nn.Module], shape_a: tuple[int, ...], fmt_a: str,
                make_b: Callable[[], nn.Module], shape_b: tuple[int, ...], fmt_b: str,
                s: Session, width: float | None = None, time_cap: float = 0.0,
-               alpha: float = 0.05) -> tuple[Any, Any]:
+               alpha: float = 0.05, runtime: Runtime | None = None) -> tuple[Any, Any]:
     """Two modules timed interleaved (``timing.ab_time``), each in its layout, in the
-    session's runtime; returns both sides' block statistics. With ``width``, sequential:
-    rounds are added until the ratio's ``1 - alpha`` interval is narrower than ``width``
-    (:func:`dsconv_cli.stats.settled`) or ``time_cap`` seconds have passed."""
+    session's runtime (or ``runtime``); returns both sides' block statistics. With
+    ``width``, sequential: rounds are added until the ratio's ``1 - alpha`` interval is
+    narrower than ``width`` (:func:`dsconv_cli.stats.settled`) or ``time_cap`` seconds
+    have passed."""
     from functools import partial
 
     from ..stats import settled
     from .timing import ab_time
 
+    rt = runtime or s.runtime
     ma, xa = prepare(make_a(), shape_a, s.device, s.dtype, fmt_a)
     mb, xb = prepare(make_b(), shape_b, s.device, s.dtype, fmt_b, seed=1)
-    return ab_time(s.runtime.prepare(ma, xa).fn, s.runtime.prepare(mb, xb).fn, s.device,
+    return ab_time(rt.prepare(ma, xa).fn, rt.prepare(mb, xb).fn, s.device,
                    min_time=s.options.min_time, rounds=s.options.rounds,
                    warmup=s.options.warmup, threads=s.options.threads,
                    formats=(fmt_a, fmt_b), time_cap=time_cap,

@@ -139,52 +139,67 @@ def ab_time(fn_a: Callable[[], Any], fn_b: Callable[[], Any], device: torch.devi
             formats: tuple[str, str] = ("nchw", "nchw"), seed: int = 0,
             until: Callable[[list[float], list[float]], bool] | None = None,
             time_cap: float = 0.0) -> tuple[BlockStats, BlockStats]:
-    """A and B timed interleaved in one process: ``rounds`` rounds (at least 10), each one
-    Timer block of A and one of B in random order, so drift and a noisy neighbour hit both
-    alike. Each side gets about ``min_time`` seconds in all; a block is as many calls as
-    fit ``min_time / rounds``.
+    """A and B timed interleaved in one process (:func:`interleave` of the two): rounds of
+    one Timer block of each in random order, so drift and a noisy neighbour hit both alike.
 
     Sequential: with ``until`` (A's and B's block times so far -> enough?), rounds are
     added :data:`AB_STEP` at a time until it holds or ``time_cap`` seconds have passed."""
+    got = interleave({"a": fn_a, "b": fn_b}, device, min_time=min_time, rounds=rounds,
+                     warmup=warmup, threads=threads, seed=seed,
+                     until=None if until is None else (lambda s: until(s["a"], s["b"])),
+                     time_cap=time_cap)
+    return (block_stats(got["a"][0], got["a"][1], formats[0]),
+            block_stats(got["b"][0], got["b"][1], formats[1]))
+
+
+def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, *, min_time: float,
+               rounds: int, warmup: int, threads: int | None, seed: int = 0,
+               until: Callable[[dict[str, list[float]]], bool] | None = None,
+               time_cap: float = 0.0) -> dict[str, tuple[list[float], int]]:
+    """Several calls timed interleaved in one process: ``rounds`` rounds (at least 10), each
+    one Timer block of every call in a random order. Each call gets about ``min_time``
+    seconds in all; a block is as many calls as fit ``min_time / rounds``. Returns, per
+    call, its per-call seconds of each block and the calls per block.
+
+    With ``until`` (the block times so far -> enough?), rounds are added :data:`AB_STEP` at
+    a time until it holds or ``time_cap`` seconds have passed."""
     import random
     import time
 
     rounds = max(10, rounds)
     nthreads = threads or torch.get_num_threads()
-    timers = {"a": Timer(stmt="fn()", globals={"fn": fn_a}, num_threads=nthreads),
-              "b": Timer(stmt="fn()", globals={"fn": fn_b}, num_threads=nthreads)}
-    fns = {"a": fn_a, "b": fn_b}
+    timers = {k: Timer(stmt="fn()", globals={"fn": fn}, num_threads=nthreads)
+              for k, fn in fns.items()}
     numbers: dict[str, int] = {}
-    samples: dict[str, list[float]] = {"a": [], "b": []}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     rng = random.Random(seed)
     with torch.inference_mode():
         before = torch.get_num_threads()
         torch.set_num_threads(nthreads)
         try:
-            for side in ("a", "b"):
+            for k, fn in fns.items():
                 for _ in range(max(1, warmup)):
-                    fns[side]()
+                    fn()
                 _sync(device)
-                one = timers[side].timeit(1).raw_times[0]
-                numbers[side] = max(1, int(min_time / rounds / max(one, 1e-7)))
+                one = timers[k].timeit(1).raw_times[0]
+                numbers[k] = max(1, int(min_time / rounds / max(one, 1e-7)))
         finally:
             torch.set_num_threads(before)
         t0 = time.perf_counter()
 
-        def play(k: int) -> None:
-            for _ in range(k):
-                order = ["a", "b"]
+        def play(n: int) -> None:
+            for _ in range(n):
+                order = list(fns)
                 rng.shuffle(order)
-                for side in order:
-                    n = numbers[side]
-                    samples[side].append(timers[side].timeit(n).raw_times[0] / n)
+                for k in order:
+                    num = numbers[k]
+                    samples[k].append(timers[k].timeit(num).raw_times[0] / num)
 
         play(rounds)
         while (until is not None and time.perf_counter() - t0 < time_cap
-               and not until(samples["a"], samples["b"])):
+               and not until(samples)):
             play(AB_STEP)
-    return (block_stats(samples["a"], numbers["a"], formats[0]),
-            block_stats(samples["b"], numbers["b"], formats[1]))
+    return {k: (samples[k], numbers[k]) for k in fns}
 
 
 def device_name(device: torch.device) -> str:
@@ -260,13 +275,18 @@ class Calibration:
         return max(self.bandwidth[-1][1:])
 
 
-def _cache_file() -> Path:
+def cache_path(name: str) -> Path:
+    """A file in dsconv's cache folder (``$DSCONV_CACHE_DIR``, else the user cache dir)."""
     root = os.environ.get("DSCONV_CACHE_DIR")
     if root:
-        return Path(root) / "calibration.json"
+        return Path(root) / name
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("dsconv")) / "calibration.json"
+    return Path(user_cache_dir("dsconv")) / name
+
+
+def _cache_file() -> Path:
+    return cache_path("calibration.json")
 
 
 MIN_PEAK_GFLOPS = 1.0

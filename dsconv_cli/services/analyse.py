@@ -263,7 +263,6 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     where the modules match (``--vs ds``). Returns the analysis and the environment."""
     import copy
 
-    from ..stats import compare_samples, sig
     from ..torch_backend.measure import (
         ab_modules,
         check_memory,
@@ -312,30 +311,44 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
                 measured=round(t_mine / t_theirs, 4),
                 theoretical=round(r.macs / macs_ds, 4)))
         rows.append(r)
-    o_macs = other.analysis.totals["macs"]
-    macs = analysis.totals["macs"]
+    speedups = _speedups(analysis, model, other, input_shape, session, mine, theirs,
+                         (best if other.kind != "ds" else o_best).memory_format, hooks.status)
+    vs = {**(out.vs or {}), "measured": o_best}
+    return dataclasses.replace(out, layers=rows, speedup=speedups[0], vs=vs,
+                               speedup_by_runtime=speedups if len(speedups) > 1 else None
+                               ), session.environment
+
+
+def _speedups(a: ModelAnalysis, model: Any, other: Other, input_shape: tuple[int, ...],
+              session: Any, mine: Any, theirs: Any, memory_format: str,
+              advance: Any) -> list[Speedup]:
+    """The speedup in each runtime asked for, each from an interleaved A/B of the two
+    models in that runtime (the first one's is ``mine``/``theirs``): the A/B estimate is the
+    one figure, inside its own interval (never a ratio of medians taken apart)."""
+    import copy
+
+    from ..stats import compare_samples, sig
+    from ..torch_backend.measure import ab_modules
+
+    assert other.analysis is not None
+    o_macs, macs = other.analysis.totals["macs"], a.totals["macs"]
     # speedup of the model over what it is compared with: time(vs) / time(model); for
     # --vs ds the question is the other way round (how much the conversion buys)
     theory = (round(macs / o_macs, 4) if o_macs else None) if other.kind == "ds" else (
         round(o_macs / macs, 4) if macs else None)
-    speedups = []
+    out = []
     for i, (name, rt) in enumerate(session.runtimes.items()):
         if i:
-            advance(f"{analysis.name} vs {other.label}: A/B in {name}")
+            advance(f"{a.name} vs {other.label}: A/B in {name}")
             mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, "nchw",
                                       lambda: copy.deepcopy(other.model), input_shape, "nchw",
                                       session, runtime=rt)
         fast, slow = (theirs, mine) if other.kind == "ds" else (mine, theirs)
         ab = compare_samples(fast.samples_ms or [], slow.samples_ms or [])
-        # one figure: the A/B estimate (inside its own interval), not a ratio of medians
-        speedups.append(Speedup(measured=sig(ab.estimate), theoretical=theory,
-                             memory_format=(o_best if other.kind == "ds" else best
-                                            ).memory_format if not i else "nchw",
-                             runtime=name).with_ab(ab))
-    vs = {**(out.vs or {}), "measured": o_best}
-    return dataclasses.replace(out, layers=rows, speedup=speedups[0], vs=vs,
-                               speedup_by_runtime=speedups if len(speedups) > 1 else None
-                               ), session.environment
+        out.append(Speedup(measured=sig(ab.estimate), theoretical=theory,
+                           memory_format=memory_format if not i else "nchw",
+                           runtime=name).with_ab(ab))
+    return out
 
 
 def _ds_table(model: Any, input_shape: tuple[int, ...], plan: PlanOptions, a: ModelAnalysis,

@@ -236,16 +236,9 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
     the round repeated (at most :data:`LATENCY_ROUNDS`)."""
     import copy
 
-    from ..latency import adjusted_target, choose, judge, latency_ratio
-    from ..torch_backend.convert import ConvertOptions, candidates, convert_model
-    from ..torch_backend.latency import (
-        layer_table,
-        layout,
-        model_samples,
-        time_model,
-        weight_error,
-    )
-    from ..torch_backend.loading import Loaded as _Loaded
+    from ..latency import judge
+    from ..torch_backend.convert import candidates
+    from ..torch_backend.latency import layer_table, layout, time_model, weight_error
     from ..torch_backend.measure import open_session
 
     assert r.target_latency is not None and data.shape is not None
@@ -264,35 +257,7 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
                 for f, calls in found if f.name not in measured}
     with user_code(f"{r.model}: the model's forward pass"):
         model_ms = time_model(copy.deepcopy(model), shape, session).median_ms
-    budget, rounds, plans = target, [], []
-    for _ in range(LATENCY_ROUNDS):
-        lp = choose(times, model_ms, budget)
-        plan = dataclasses.replace(r.plan, ranks=tuple(sorted(lp.ranks().items())),
-                                   keep=tuple(sorted({**lp.kept(), **left_out}.items())))
-        if not lp.ranks():
-            rounds.append(LatencyRound(round(budget, 4), round(lp.predicted_ratio, 4)))
-            plans.append((plan, lp))
-            break
-        converted = copy.deepcopy(model)
-        with user_code(f"{r.model}: the model's forward pass"):
-            conv = convert_model(_Loaded(converted, "module", "latency round"),
-                                 ConvertOptions(plan, shape, r.seed))
-            a, b = model_samples(partial(copy.deepcopy, model),
-                                 partial(copy.deepcopy, converted), shape, session)
-        ratio, ci, p = latency_ratio(b, a)
-        original_ms, converted_ms = statistics.median(a), statistics.median(b)
-        rounds.append(LatencyRound(
-            round(budget, 4), round(lp.predicted_ratio, 4), round(ratio, 4),
-            [round(ci[0], 4), round(ci[1], 4)], float(f"{p:.4g}"), round(original_ms, 4),
-            round(converted_ms, 4), conv.totals.converted, conv.totals.model_macs_after))
-        plans.append((plan, lp))
-        if judge(ci, target) != "missed" or not lp.met:
-            break
-        model_ms = original_ms  # the same conditions as the converted model's time
-        nxt = adjusted_target(target, lp.predicted_ratio, ratio, budget)
-        if nxt <= 0:
-            break
-        budget = nxt
+    rounds, plans = _latency_rounds(r, model, shape, session, times, left_out, model_ms)
     timed = [i for i, x in enumerate(rounds) if x.ci95 is not None]
     best = min(timed, key=lambda i: rounds[i].measured or math.inf) if timed else None
     last = rounds[-1]
@@ -316,6 +281,53 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
                "not_cached": stats.not_cached},
         seconds=round(time.perf_counter() - t0, 3), notes=lp.notes)
     return _Latency(plan, report, refusal)
+
+
+def _latency_rounds(r: ConvertRequest, model: nn.Module, shape: tuple[int, ...],
+                    session: Any, times: list[Any], left_out: dict[str, str],
+                    model_ms: float) -> tuple[list[LatencyRound], list[tuple[PlanOptions, Any]]]:
+    """Choose for the budget, convert a copy, time it against the original (interleaved);
+    while the interval is above the target, tighten the budget by what the prediction
+    missed (:func:`dsconv_cli.latency.adjusted_target`) and go again."""
+    import copy
+
+    from ..latency import adjusted_target, choose, judge, latency_ratio
+    from ..torch_backend.convert import ConvertOptions, convert_model
+    from ..torch_backend.latency import model_samples
+    from ..torch_backend.loading import Loaded as _Loaded
+
+    assert r.target_latency is not None
+    target = budget = r.target_latency
+    rounds: list[LatencyRound] = []
+    plans: list[tuple[PlanOptions, Any]] = []
+    for _ in range(LATENCY_ROUNDS):
+        lp = choose(times, model_ms, budget)
+        plans.append((dataclasses.replace(
+            r.plan, ranks=tuple(sorted(lp.ranks().items())),
+            keep=tuple(sorted({**lp.kept(), **left_out}.items()))), lp))
+        if not lp.ranks():
+            rounds.append(LatencyRound(round(budget, 4), round(lp.predicted_ratio, 4)))
+            break
+        converted = copy.deepcopy(model)
+        with user_code(f"{r.model}: the model's forward pass"):
+            conv = convert_model(_Loaded(converted, "module", "latency round"),
+                                 ConvertOptions(plans[-1][0], shape, r.seed))
+            a, b = model_samples(partial(copy.deepcopy, model),
+                                 partial(copy.deepcopy, converted), shape, session)
+        ratio, ci, p = latency_ratio(b, a)
+        original_ms = statistics.median(a)
+        rounds.append(LatencyRound(
+            round(budget, 4), round(lp.predicted_ratio, 4), round(ratio, 4),
+            [round(ci[0], 4), round(ci[1], 4)], float(f"{p:.4g}"), round(original_ms, 4),
+            round(statistics.median(b), 4), conv.totals.converted,
+            conv.totals.model_macs_after))
+        if judge(ci, target) != "missed" or not lp.met:
+            break
+        model_ms = original_ms  # the same conditions as the converted model's time
+        budget = adjusted_target(target, lp.predicted_ratio, ratio, budget)
+        if budget <= 0:
+            break
+    return rounds, plans
 
 
 def _latency_row(t: Any, choice: Any) -> LatencyLayer:

@@ -627,7 +627,7 @@ class LatencyForm:
     ci95: list[float]
     #: DS forms: measurably faster than the conv (A/B test on the block times, p < 0.05)
     faster: Optional[bool] = optional()
-    #: DS forms: the error the chooser weighs (weight error, Eckart-Young)
+    #: DS forms: the error the chooser weighs (the report's ``error`` says which)
     error: Optional[float] = optional()
 
 
@@ -690,6 +690,9 @@ class LatencyReport:
     cache: dict[str, Any]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    #: what the chooser weighed: each layer's weight error (best rank-m factorisation), or
+    #: with --calibration-data its output error after the pointwise refit on its inputs
+    error: Literal["weight", "refit"] = "weight"
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,51 @@ class ResNet(nn.Module):
         return self.fc(self.stages(self.stem(x)).mean((2, 3)))
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block: two 3x3 convs with BatchNorm, a 1x1 projection
+    where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 layout (11.7M params at 1000 classes), in plain torch."""
+
+    def __init__(self, classes: int = 1000, width: int = 64) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], width
+        for i in range(4):
+            cout = width * 2**i
+            stages.append(nn.Sequential(BasicBlock(cin, cout, 1 if i == 0 else 2),
+                                        BasicBlock(cout, cout)))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
+
+
+def resnet18(classes: int = 1000) -> ResNet18:
+    return ResNet18(classes)
+
+
 def resnet50() -> ResNet:
     return ResNet((3, 4, 6, 3), 64, 1000)
 

@@ -352,3 +352,44 @@ def test_target_latency_needs_an_input_shape_and_an_installed_runtime(
     r = convert(net_file, "-o", tmp_path / "o.pt", "--trust-pickle", "--target-latency", 0.7,
                 "--input-shape", "1,3,16,16", "--runtime", "onnxruntime")
     assert r.exit_code == 2 and "pip install 'dsconv[onnx]'" in r.stderr
+
+
+def test_refit_errors_match_a_least_squares_solve_and_fall_with_the_multiplier() -> None:
+    from dsconv_cli.torch_backend.calibrate import refit_errors
+    from dsconv_cli.torch_backend.convert import make_pair
+
+    net = tiny_net()
+    data = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    errs = refit_errors(net, {"4": [1, 2, 4, 9]}, data)
+    conv = net[4]
+    x = net[:4](data)  # the layer's input in the original network
+    with torch.no_grad():
+        y = conv(x)
+        for m in (1, 2, 4):
+            z = make_pair(conv, m, "svd")[0](x)
+            zf = torch.cat([z.double().movedim(1, -1).reshape(-1, z.shape[1]),
+                            torch.ones(z.numel() // z.shape[1], 1, dtype=torch.float64)], 1)
+            yf = y.double().movedim(1, -1).reshape(-1, y.shape[1])
+            sol = torch.linalg.lstsq(zf, yf).solution
+            want = float((zf @ sol - yf).norm() / yf.norm())
+            assert errs[("4", m)] == pytest.approx(want, rel=1e-3, abs=1e-6)
+    # the depthwise filters at m+1 hold those at m: the refit can only do better
+    assert errs[("4", 1)] >= errs[("4", 2)] >= errs[("4", 4)] >= errs[("4", 9)] - 1e-9
+    assert errs[("4", 9)] < 1e-3  # full rank: exact
+
+
+def test_with_calibration_data_the_chooser_weighs_refit_errors(net_file: Path,
+                                                               tmp_path: Path) -> None:
+    cal = tmp_path / "cal.pt"
+    torch.save(torch.randn(8, 3, 16, 16), cal)
+    r = convert(net_file, "--dry-run", "--trust-pickle", "--target-latency", 0.9, *FAST,
+                "--calibration-data", cal, "--json")
+    assert r.exit_code in (0, 1), r.output
+    lat = json.loads(r.stdout)["cases"][0]["latency"]
+    assert lat["error"] == "refit"
+    from dsconv_cli.torch_backend.calibrate import refit_errors
+
+    errs = refit_errors(torch.load(net_file, weights_only=False), {"4": [1]},
+                        torch.load(cal))
+    la = next(la for la in lat["layers"] if la["name"] == "4")
+    assert la["ds"][0]["error"] == pytest.approx(errs[("4", 1)], abs=1e-5)

@@ -238,7 +238,7 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
 
     from ..latency import judge
     from ..torch_backend.convert import candidates
-    from ..torch_backend.latency import layer_table, layout, time_model, weight_error
+    from ..torch_backend.latency import layer_table, layout, time_model
     from ..torch_backend.measure import open_session
 
     assert r.target_latency is not None and data.shape is not None
@@ -247,8 +247,9 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
     session = open_session(r.measure, False, on_status=hooks.status, on_warn=hooks.warn)
     with user_code(f"{r.model}: the model's forward pass"):
         found = candidates(model, r.plan, shape, r.seed)
+    errors = _choice_errors(r, model, found, data, hooks)
     with hooks.progress(len(found), f"timing layers ({session.runtime.name})") as advance:
-        table, stats = layer_table(found, session, weight_error, r.recalibrate,
+        table, stats = layer_table(found, session, errors, r.recalibrate,
                                    r.plan.allow_larger, hooks.warn, advance)
     times = [t.times for t in table]
     measured = {t.times.name for t in table}
@@ -279,8 +280,28 @@ def _latency(r: ConvertRequest, loaded: Loaded, data: _Inputs, hooks: Hooks) -> 
         layers=[_latency_row(t, chosen[t.times.name]) for t in table],
         cache={"path": stats.path, "cached": stats.cached, "measured": stats.measured,
                "not_cached": stats.not_cached},
-        seconds=round(time.perf_counter() - t0, 3), notes=lp.notes)
+        seconds=round(time.perf_counter() - t0, 3), notes=lp.notes,
+        error="refit" if data.cal is not None else "weight")
     return _Latency(plan, report, refusal)
+
+
+def _choice_errors(r: ConvertRequest, model: nn.Module, found: list[Any], data: _Inputs,
+                   hooks: Hooks) -> Any:
+    """The error the chooser weighs per layer and multiplier: with --calibration-data the
+    layer's output error after the pointwise refit on its own inputs, else the weight error
+    of the best rank-m factorisation."""
+    from ..torch_backend.calibrate import refit_errors
+    from ..torch_backend.latency import candidate_multipliers, weight_error
+
+    if data.cal is None:
+        return weight_error
+    want = {f.name: candidate_multipliers(f, r.plan.allow_larger) for f, calls in found
+            if calls and f.input_shape}
+    hooks.status(f"refit error of {len(want)} layer(s) at each candidate multiplier")
+    with user_code(f"{r.model}: the model's forward pass while calibrating"):
+        errs = refit_errors(model, {n: ms for n, ms in want.items() if ms}, data.cal,
+                            r.calibration_batch)
+    return lambda f, m: errs.get((f.name, m), weight_error(f, m))
 
 
 def _latency_rounds(r: ConvertRequest, model: nn.Module, shape: tuple[int, ...],

@@ -184,6 +184,40 @@ def refit(original: nn.Module, converted: nn.Module, names: list[str], data: tor
     return out
 
 
+#: inputs a layer's refit error is estimated on, for choosing its multiplier
+CHOICE_INPUTS = 32
+
+
+def refit_errors(original: nn.Module, layers: dict[str, list[int]], data: torch.Tensor,
+                 batch: int = 32) -> dict[tuple[str, int], float]:
+    """For choosing multipliers (``--target-latency`` with ``--calibration-data``): each
+    layer's relative output error at each multiplier in ``layers`` after the pointwise
+    refit, on its own input in the original network (the first :data:`CHOICE_INPUTS`
+    calibration inputs). The refit is the one :func:`refit` runs (:func:`_refit_pointwise`),
+    on the layer alone: what the layer can keep, before errors from earlier layers."""
+    from collections import OrderedDict
+
+    from .convert import make_pair
+
+    original.eval()
+    sub = data[:CHOICE_INPUTS]
+    out: dict[tuple[str, int], float] = {}
+    with _channels_last(original, sub):
+        for name, ms in layers.items():
+            conv = original.get_submodule(name)
+            assert isinstance(conv, nn.Conv2d)
+            xs: list[torch.Tensor] = []
+            for xb in _batches(sub, batch, original):
+                _until(original, conv, xs, xb, pre=True)
+            x = torch.cat(xs).contiguous()
+            alone = nn.Sequential(OrderedDict(layer=conv))
+            for m in ms:
+                pair = make_pair(conv, m, "svd")
+                job = _Job(alone, nn.Sequential(OrderedDict(layer=pair)), x, batch)
+                out[(name, m)] = _refit_pointwise(job, "layer", pair)[1]
+    return out
+
+
 #: the original layers' outputs are kept for all inputs when that leaves half the free
 #: memory: one original forward per batch instead of one per layer and batch
 CACHE_SHARE = 0.5

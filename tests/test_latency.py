@@ -230,17 +230,19 @@ def facts() -> list[Any]:
     return candidates(tiny_net(), PlanOptions(), (1, 3, 16, 16))
 
 
-def test_the_table_is_cached_keyed_and_judged_on_load(cache_dir: str) -> None:
+def test_the_table_is_cached_keyed_and_judged_on_load(
+        cache_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsconv_cli.latency as core
     from dsconv_cli.torch_backend.latency import layer_table, weight_error
 
+    # the caching itself, whatever the load: no spread is too wide here (the spread
+    # rule is test_entry_problem's; a non-finite entry below is judged all the same)
+    monkeypatch.setattr(core, "MAX_ENTRY_SPREAD", 1e12)
     found = facts()
     assert [(f.name, c) for f, c in found] == [("2", 1), ("4", 1)]
-    warnings: list[str] = []
-    first, s1 = layer_table(found, session(), weight_error, warn=warnings.append)
+    first, s1 = layer_table(found, session(), weight_error)
     # two distinct shapes (32->64 and 64->64 at 16x16), each measured once
-    assert (s1.measured, s1.cached) == (2, 0) or s1.not_cached > 0
-    if s1.not_cached:
-        pytest.skip("this machine was too busy for any layer time to be cached")
+    assert (s1.measured, s1.cached, s1.not_cached) == (2, 0, 0)
     again, s2 = layer_table(found, session(), weight_error)
     assert (s2.measured, s2.cached) == (0, 2)
     assert [t.times.conv.samples_ms for t in again] == [t.times.conv.samples_ms for t in first]
@@ -254,15 +256,17 @@ def test_the_table_is_cached_keyed_and_judged_on_load(cache_dir: str) -> None:
     # --recalibrate measures again
     _, s4 = layer_table(found, session(), weight_error, recalibrate=True)
     assert s4.cached == 0 and s4.measured == 2
-    # an entry made implausible on disk (one block 50x the others) is measured again
+    # an entry made implausible on disk (a block time of 0, then too few block times) is
+    # measured again, never trusted
     path = Path(cache_dir) / "latency.json"
-    doc = json.loads(path.read_text())
-    key = next(k for k in doc["tables"] if "threads 1" in k)
-    row = next(iter(doc["tables"][key]))
-    doc["tables"][key][row]["conv"] = [1.0] * 6 + [50.0] * 6
-    path.write_text(json.dumps(doc))
-    _, s5 = layer_table(found, session(), weight_error)
-    assert s5.measured == 1 and s5.cached == 1
+    for bad in ([0.0] * 12, [1.0, 1.0]):
+        doc = json.loads(path.read_text())
+        key = next(k for k in doc["tables"] if "threads 1" in k)
+        row = next(iter(doc["tables"][key]))
+        doc["tables"][key][row]["conv"] = bad
+        path.write_text(json.dumps(doc))
+        _, s5 = layer_table(found, session(), weight_error)
+        assert s5.measured == 1 and s5.cached == 1
     # a damaged file is said and measured afresh
     path.write_text("{not json")
     warned: list[str] = []

@@ -297,6 +297,8 @@ def test_compare_vs_ds_uses_the_table_and_one_speedup_per_runtime(net_file: Path
         assert lo <= sp["estimate"] <= hi
     if _has_ort():
         assert [s["runtime"] for s in case["speedup_by_runtime"]] == ["eager", "onnxruntime"]
+    whole = next(la for la in case["layers"] if la["name"] == "(model)")
+    assert whole["speedup"] == case["speedup"]  # one figure, not a third from the hooks
     convs = [la for la in case["layers"] if la.get("ds")]
     assert [la["name"] for la in convs] == ["2", "4"]
     for la in convs:

@@ -73,11 +73,13 @@ SETUP = [(d, s) for d, s in STEPS if not s.startswith("dsconv ")]
 
 def timing_dependent(line: str) -> bool:
     """A line whose outcome depends on this machine's speed: a measured budget (a profile
-    that measures) or a regression against a baseline saved a moment ago may fail on a
-    loaded runner (exit 1), never with a usage error."""
+    that measures), a regression against a baseline saved a moment ago or a latency
+    target may fail on a loaded runner (exit 1), never with a usage error."""
     measures = line.startswith("dsconv profile ") and not any(
         flag in line for flag in ("--dry-run", "--schema", "--merge"))
-    return measures or "--baseline" in line
+    # a latency target is checked by timing the converted model: a loaded runner may
+    # miss it (exit 1, nothing written)
+    return measures or "--baseline" in line or "--target-latency" in line
 
 
 def test_the_readme_has_commands_and_nothing_else() -> None:
@@ -117,7 +119,9 @@ def test_readme_command_runs(folder: str, line: str, start: Path,
     r = runner.invoke(app, args)
     ok = {0, 1} if timing_dependent(line) else {0}
     assert r.exit_code in ok, f"{line}\n{r.stdout}\n{r.stderr}"
-    assert "Error:" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    if r.exit_code == 0:  # a timing-dependent miss says why (exit 1), nothing else may
+        assert "Error:" not in r.stderr, r.stderr
     if redirect:
         (start / folder / redirect).write_text(r.stdout)
 

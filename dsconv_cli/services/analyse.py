@@ -296,6 +296,8 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
         mine, theirs = ab_modules(lambda: copy.deepcopy(model), input_shape, best.memory_format,
                                   lambda: copy.deepcopy(other.model), input_shape,
                                   o_best.memory_format, session)
+    speedups = _speedups(analysis, model, other, input_shape, session, mine, theirs,
+                         (best if other.kind != "ds" else o_best).memory_format, hooks.status)
     table = _ds_table(model, input_shape, plan, out, session, hooks) if (
         other.kind == "ds") else {}
     rows = []
@@ -303,7 +305,10 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
         t_mine = per.inclusive.get(_key(r.name)) if per else None
         t_theirs = o_per.inclusive.get(_key(r.name)) if o_per else None
         macs_ds = r.ds.macs if r.ds is not None else r.macs_if_ds
-        if r.name in table and r.ds is not None:
+        if r.name == "(model)" and other.kind == "ds":
+            # the whole model's row shows the one speedup: the A/B's, not the hooks'
+            r = dataclasses.replace(r, speedup=speedups[0])
+        elif r.name in table and r.ds is not None:
             # a converted conv: its conv and DS form from the latency table (interleaved)
             r = dataclasses.replace(r, speedup=table[r.name])
         elif other.kind == "ds" and macs_ds and t_mine and t_theirs:
@@ -311,8 +316,6 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
                 measured=round(t_mine / t_theirs, 4),
                 theoretical=round(r.macs / macs_ds, 4)))
         rows.append(r)
-    speedups = _speedups(analysis, model, other, input_shape, session, mine, theirs,
-                         (best if other.kind != "ds" else o_best).memory_format, hooks.status)
     vs = {**(out.vs or {}), "measured": o_best}
     return dataclasses.replace(out, layers=rows, speedup=speedups[0], vs=vs,
                                speedup_by_runtime=speedups if len(speedups) > 1 else None

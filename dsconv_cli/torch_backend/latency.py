@@ -239,7 +239,7 @@ def time_model(model: nn.Module, shape: tuple[int, ...], s: Session) -> Timed:
 #: the end-to-end A/B adds rounds until its interval is this narrow (high / low - 1)...
 SETTLE_WIDTH = 0.06
 #: ...or this many times ``min_time`` has passed
-SETTLE_CAP = 30
+SETTLE_CAP = 20
 
 
 def model_samples(original: Callable[[], nn.Module], converted: Callable[[], nn.Module],

@@ -238,7 +238,7 @@ def validate_plan(doc: Any) -> list[dict[str, Any]]:
     if not isinstance(doc, dict):
         raise ValueError(f"a plan is a JSON object, not {type(doc).__name__}")
     version = doc.get("plan_version")
-    if version != PLAN_VERSION:
+    if isinstance(version, bool) or version != PLAN_VERSION:  # JSON's true is not 1
         newer = isinstance(version, int) and version > PLAN_VERSION
         raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
                          f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)" if newer else ""))

@@ -772,10 +772,19 @@ def report_schema() -> dict[str, Any]:
             "config_digest": {"type": "string"},
             "shard": {"type": "object", "required": ["index", "count"],
                       "additionalProperties": False,
-                      "properties": {"index": {"type": "integer", "minimum": 1},
-                                     "count": {"type": "integer", "minimum": 1}}},
+                      "properties": {"index": {"type": "integer", "minimum": 1,
+                                               "maximum": 1000},
+                                     "count": {"type": "integer", "minimum": 1,
+                                               "maximum": 1000}}},
+            # the cases this run was to run (after --only and --shard), and how it judged
+            "expected_cases": {"type": "array", "items": {"type": "string"}},
+            "dry_run": {"type": "boolean"},
+            "strict": {"type": "boolean"},
+            "interrupted": {"type": "boolean"},
             "exit_status": {"type": "integer", "minimum": 0},
             "runtime_errors": {"type": "object", "additionalProperties": {"type": "string"}},
+            # what the run warned about beyond its cases' flags (a calibration not cached)
+            "warnings": {"type": "array", "items": {"type": "string"}},
         },
         "$defs": dict(sorted(defs.items())),
     }

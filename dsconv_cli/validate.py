@@ -14,7 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANNOTATIONS", "KEYWORDS", "fmt_path", "report_schema", "validate"]
+__all__ = ["ANNOTATIONS", "KEYWORDS", "equal", "fmt_path", "report_schema", "text_problems",
+           "validate"]
 
 #: keywords that constrain a value
 KEYWORDS = frozenset({
@@ -61,6 +62,52 @@ def _kind(v: Any) -> str:
             dict: "object"}.get(type(v), type(v).__name__)
 
 
+def equal(a: Any, b: Any) -> bool:
+    """JSON equality as JSON Schema's ``const`` and ``enum`` mean it: ``true`` is not
+    ``1`` (Python's ``True == 1`` is), while ``1.0`` is ``1``; arrays and objects
+    compare item by item."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, dict)) or isinstance(b, (list, dict)):
+        return False
+    return bool(a == b)
+
+
+def text_problems(value: Any, path: Path_ = ()) -> list[Problem]:
+    """Every string (key or value) that is not Unicode text: a lone surrogate, which JSON's
+    ``\\ud800`` escape can write and no terminal or file encoding can print. JSON Schema
+    has no word for it (a lone surrogate is a valid ``string`` to it), so reports read
+    back are checked for it beside :func:`validate`."""
+    out: list[Problem] = []
+    stack: list[tuple[Path_, Any]] = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if not _is_text(v):
+                out.append((where, f"is not Unicode text (a lone surrogate): {ascii(v)[:60]}"))
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if isinstance(k, str) and not _is_text(k):
+                    out.append((where, f"has a key that is not Unicode text: {ascii(k)[:60]}"))
+                    continue
+                stack.append(((*where, k), item))
+        elif isinstance(v, list):
+            stack.extend(((*where, i), item) for i, item in enumerate(v))
+    return out
+
+
+def _is_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
              path: Path_ = ()) -> list[Problem]:
     """Every problem of ``value`` against ``schema`` (``root`` resolves ``$ref``)."""
@@ -77,9 +124,9 @@ def validate(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = N
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_TYPES[t](value) for t in types):
             return [(path, f"must be {' or '.join(types)}, got {_kind(value)}")]
-    if "const" in schema and value != schema["const"]:
+    if "const" in schema and not equal(value, schema["const"]):
         return [(path, f"must be {schema['const']!r}, got {value!r}")]
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(equal(value, e) for e in schema["enum"]):
         return [(path, f"must be one of {', '.join(map(repr, schema['enum']))}, got {value!r}")]
     out = _alternatives(value, schema, root, path)
     out += _bounds(value, schema, path)

@@ -8,7 +8,6 @@ import copy
 import json
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from dsconv_cli.gate import (
     peak_scale,
 )
 from dsconv_cli.results import Measurement, ProfileCaseResult
-from dsconv_cli.services.gate import Shard, apply_baseline, merge_reports
+from dsconv_cli.services.gate import Shard, apply_baseline
 from dsconv_cli.validate import ANNOTATIONS, KEYWORDS, report_schema, validate
 
 runner = CliRunner()
@@ -351,28 +350,6 @@ def test_a_report_read_back_is_checked_against_the_schema(tmp_path: Path) -> Non
         assert any(f": {where}" in ln for ln in lines), (where, lines)
     r = run("profile", write(tmp_path, SWEEP), "--dry-run", "--baseline", s2)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 3
-
-
-def test_the_duplicate_case_check_is_linear(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """50,000 cases per shard (schema validation aside): a quadratic check (list.count per
-    name) would take hours, a linear one well under a second."""
-    from dsconv_cli.services import gate as svc
-
-    (s1,) = shards(tmp_path, 1)
-    d = json.loads(s1.read_text())
-    parts = {tmp_path / f"big{i}.json": {
-        **d, "shard": {"index": i, "count": 2},
-        "cases": [{**d["cases"][0], "name": f"c{i}-{k}"} for k in range(50_000)]}
-        for i in (1, 2)}
-    monkeypatch.setattr(svc, "load_report", lambda p, what: parts[p])
-    t0 = time.perf_counter()
-    merged = merge_reports(list(parts))
-    assert len(merged.report["cases"]) == 100_000 and merged.exit_status == 0
-    assert time.perf_counter() - t0 < 30
-    parts[tmp_path / "big2.json"]["cases"][-1]["name"] = "c1-49999"
-    with pytest.raises(Exception, match="'c1-49999' is in more than one report"):
-        merge_reports(list(parts))
 
 
 # ------------------------------------------------------------------ 21.3: the step summary

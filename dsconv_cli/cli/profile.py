@@ -154,7 +154,7 @@ def profile(
     _check_combinations(merge, shard=shard, dry_run=dry_run, plot=plot, baseline=baseline,
                         save_baseline=save_baseline, only=only)
     if merge:
-        return _merge(config, reports, fmt, as_json, view)
+        return _merge(config, reports, fmt, as_json, view, strict)
     if len(config) != 1:
         raise InputError(f"one CONFIG, got {len(config)} (--merge joins several reports)")
     part = Shard.parse(shard) if shard is not None else None
@@ -165,7 +165,7 @@ def profile(
     check_distinct(_outputs(reports, save_baseline, plot), input_files(cfg))
     planned = plan_cases(cfg, only)
     planned = part.select(planned) if part is not None else planned
-    meta = run_meta(config[0], part, only)
+    meta = run_meta(config[0], part, only, [pc.name for pc in planned], strict)
     base = load_report(baseline) if baseline else None
     if dry_run:
         from ..services.profile import plan_results
@@ -181,7 +181,8 @@ def profile(
                       strict=strict)
     cases = run.cases
     if base is not None:
-        cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize)
+        cases = apply_baseline(cases, base, regression_threshold, run.environment, normalize,
+                               strict)
     env = run_report(run, cases, meta)
     if save_baseline is not None and not run.interrupted:
         reports.append((save_baseline, OutputFormat.json))
@@ -254,11 +255,12 @@ def _check_env(base: dict[str, Any] | None, strict: bool, environment: dict[str,
 
 
 def _merge(files: list[Path], reports: list[tuple[Path, OutputFormat]], fmt: OutputFormat,
-           as_json: bool, view: View = profile_view) -> None:
-    """Shard reports of one config joined: one report, one exit code, one step summary."""
+           as_json: bool, view: View = profile_view, strict: bool = False) -> None:
+    """Shard reports of one config joined: one report, one exit code, one step summary
+    (``strict``: as ``--strict`` judges a run)."""
     inputs: list[tuple[str, Path | None]] = [("REPORT", p) for p in files]
     check_distinct([("--report", p) for p, _ in reports], inputs)
-    merged = merge_reports(files)
+    merged = merge_reports(files, strict)
     emit(merged.report, view, fmt, as_json, reports)
     if merged.report.get("interrupted"):
         warn("a shard was interrupted: its report holds the cases that finished")

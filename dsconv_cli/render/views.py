@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..fmt import fmt_count, fmt_ms, fmt_x, is_number, sig3
+from ..fmt import fmt_count, fmt_ms, fmt_x, is_number, listing, sig3
 from .layout import Cell, Layout, Table, View, resolve_columns
 
 __all__ = ["COUNTING_NOTE", "Cell", "Layout", "Table", "View", "bind", "compare_view",
@@ -501,7 +501,10 @@ def _latency_table(lat: dict[str, Any]) -> Table:
 # ------------------------------------------------------------------------- profile
 
 PROFILE_COLS = ("case", "source", "params", "MACs")
-PROFILE_TIMED = ("median ms", "IQR ms", "speedup", "theory x", "roofline", "baseline")
+#: "speedup" is the interleaved A/B estimate a budget judges, beside its 95% interval and
+#: the standard (or original) side's median; never a ratio of medians taken apart
+PROFILE_TIMED = ("median ms", "std ms", "IQR ms", "speedup", "95% CI", "theory x",
+                 "roofline", "baseline")
 PROFILE_END = ("budget", "verdict")
 COLUMNS["profile_view"] = (*PROFILE_COLS, *PROFILE_TIMED, "vs", *PROFILE_END)
 _FAILED = ("fail", "error")
@@ -531,8 +534,11 @@ def _profile_row(c: dict[str, Any], planned: bool, has_vs: bool) -> list[str]:
         m = c.get("measured")
         sp = c.get("speedup") or {}
         b = c.get("baseline")
-        row += [_num(m["median_ms"]) if m else "-", _num(m["iqr_ms"]) if m else "-",
-                fmt_ratio(sp.get("measured")), fmt_ratio(sp.get("theoretical")),
+        std = c.get("standard_measured") or (c.get("original") or {}).get("measured")
+        ab = sp if sp.get("estimate") is not None else None  # the A/B, or nothing
+        row += [_num(m["median_ms"]) if m else "-", _num(std["median_ms"]) if std else "-",
+                _num(m["iqr_ms"]) if m else "-", *_speedup_cells(ab),
+                fmt_ratio(sp.get("theoretical")),
                 _pct(m.get("roofline_fraction")) if m else "-",
                 (f"{100 * b['change']:+.1f}% {b['status']}" if "change" in b
                  else b["status"]) + (" (cross-env)" if b.get("cross_environment") else "")
@@ -566,6 +572,10 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     gate = _gate_alerts(env)
     if env.get("missing_shards"):
         t.summary = "INCOMPLETE (a shard never reported): " + t.summary
+    elif env.get("missing_cases"):
+        t.summary = (f"INCOMPLETE ({len(env['missing_cases'])} case(s) never ran): "
+                     + t.summary)
+    t.notes.extend(f"warning: {w}" for w in env.get("warnings") or [])
 
     def rank(c: dict[str, Any]) -> int:
         return 0 if c["verdict"] in _FAILED else 1 if _is_marginal(c) else 2
@@ -578,8 +588,22 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
             t.alerts.append(f"{c['name']}: could not run: {c['error']}")
         if c["source"].get("format"):
             t.notes.append(f"{c['name']}: {c['source']['path']} ({c['source']['format']})")
+        t.notes.extend(f"{c['name']}: {note}" for note in _case_notes(c))
     t.alerts[:0] = gate
     return [t]
+
+
+def _case_notes(c: dict[str, Any]) -> list[str]:
+    """What a reviewer must read beside a case's figures: its noisy or implausible
+    measurements, a baseline comparison too noisy to call, nothing to convert."""
+    out = list(c.get("flags") or [])
+    b = c.get("baseline") or {}
+    if b.get("noise"):
+        out.append(f"baseline: {b['noise']}")
+    note = (c.get("conversion") or {}).get("note")
+    if note:
+        out.append(note)
+    return out
 
 
 def _gate_alerts(env: dict[str, Any]) -> list[str]:
@@ -590,6 +614,8 @@ def _gate_alerts(env: dict[str, Any]) -> list[str]:
     out = [f"shard {i}/{count} never reported" for i in env.get("missing_shards") or []]
     out += [f"shard {s['shard']['index']}/{s['shard']['count']} exited with status "
             f"{s['exit_status']}" for s in shards if s.get("exit_status")]
+    if env.get("missing_cases"):
+        out.append(f"never ran (a shard was interrupted): {listing(env['missing_cases'], 5)}")
     out += [f"runtime {rt}: {why}" for rt, why in (env.get("runtime_errors") or {}).items()]
     return out
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DsconvError, InputError, describe, is_real_interrupt
-from ..gate import MEASURED_METRICS, budget_failures, check_budget
+from ..gate import MEASURED_METRICS, case_verdict, check_budget
 from ..results import ProfileCaseResult, Speedup, to_json
 from ..stats import sig
 from ..suite import PlannedCase
@@ -26,6 +25,9 @@ class ProfileRun:
     interrupted: bool = False
     #: runtime -> why it failed (the others ran)
     runtime_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: what the run warned about beyond its cases' flags (a calibration still
+    #: implausible and not cached, a recalibration): the reports and step summary say it
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def _source(pc: PlannedCase, cfg: Any) -> dict[str, Any]:
@@ -66,10 +68,10 @@ def plan_results(cfg: Any, planned: list[PlannedCase]) -> list[ProfileCaseResult
         analytic = pc.analytic(cfg.batch, cfg.dtype)
         static = {k: v for k, v in pc.budget.items() if k not in MEASURED_METRICS}
         budget = check_budget(static, analytic) if "needs" not in analytic else {}
-        failures = budget_failures(budget)
+        verdict, failures = case_verdict(budget, dry_run=True)
         out.append(ProfileCaseResult(
             name=pc.name, source=source, analytic=analytic, budget=budget,
-            verdict="fail" if failures else "planned", failures=failures or None,
+            verdict=verdict, failures=failures or None,  # type: ignore[arg-type]
             budget_pending=[k for k in pc.budget
                             if k in MEASURED_METRICS or "needs" in analytic]))
     return out
@@ -91,8 +93,14 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
     names = [cfg.runtime] if isinstance(cfg.runtime, str) else list(cfg.runtime)
     opts = MeasureOptions(cfg.device, cfg.dtype, cfg.threads, fmts, cfg.timing.min_time,
                           cfg.timing.warmup, runtimes=tuple(dict.fromkeys(names)) or ("eager",))
+    notes: list[str] = []
+
+    def warn(message: str) -> None:
+        notes.append(message)
+        hooks.warn(message)
+
     # before_cases (--strict-env) sees the environment before any calibration is taken
-    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=hooks.warn,
+    session = open_session(opts, recalibrate, on_status=hooks.status, on_warn=warn,
                            on_environment=before_cases)
     models, others = {}, {}
     for pc in planned:
@@ -134,7 +142,8 @@ def run_profile(cfg: Any, planned: list[PlannedCase], recalibrate: bool,
             cases.append(result)
     if interrupted:
         hooks.warn(f"interrupted after {len(cases)} case(s)")
-    return ProfileRun(cases, session.environment, interrupted, dict(session.errors))
+    return ProfileRun(cases, session.environment, interrupted, dict(session.errors),
+                      list(dict.fromkeys(notes)))
 
 
 def _load_vs(cfg: Any, vs: Any, hooks: Hooks) -> Any:
@@ -197,13 +206,16 @@ def _run_case(pc: PlannedCase, cfg: Any, session: Any, model: Any, other: Any = 
         finally:
             session.options = opts
         r = dataclasses.replace(r, timed_s=round(first + (r.timed_s or 0.0), 4))
-    if strict:
-        extra = [f"--strict: {f}" for f in r.flags or []] + [
-            f"--strict: {k} is marginal (interval {v.interval} straddles {v.limit})"
-            for k, v in r.budget.items() if v.marginal]
-        if extra:
-            r = dataclasses.replace(r, failures=[*(r.failures or []), *extra], verdict="fail")
-    return r
+    return rejudge(r, strict) if strict else r
+
+
+def rejudge(r: ProfileCaseResult, strict: bool) -> ProfileCaseResult:
+    """The case's verdict and failures given again from its budgets, baseline and flags
+    (after a baseline is applied, or with ``--strict``)."""
+    verdict, failures = case_verdict(r.budget, baseline=r.baseline, flags=r.flags,
+                                     error=r.error, strict=strict)
+    return dataclasses.replace(r, verdict=verdict,  # type: ignore[arg-type]
+                               failures=failures or None)
 
 
 def _measure_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
@@ -241,7 +253,8 @@ def _measure_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
             r, analytic={**{k: v for k, v in analytic.items() if k != "needs"},
                          **res.analytic},
             measured=res.measured, original=res.original, speedup=sp,
-            conversion=res.conversion, timed_s=timed_seconds(res))
+            conversion=res.conversion, why=(res.conversion or {}).get("note"),
+            timed_s=timed_seconds(res))
         if m.vs is not None:
             if m.vs == "ds":
                 import copy
@@ -262,9 +275,9 @@ def _measure_case(pc: PlannedCase, cfg: Any, session: Any, model: Any,
 
 def _intervals(r: ProfileCaseResult) -> dict[str, tuple[float, float]]:
     """Each measured budget value's 95% interval: the median latency's (order
-    statistics), the speedup's (the interleaved A/B's, or the two runs' block times) and
-    the slowdown's against ``vs:`` (the A/B's)."""
-    from ..stats import compare_samples, median_ci
+    statistics), the speedup's (the interleaved A/B's) and the slowdown's against
+    ``vs:`` (the A/B's)."""
+    from ..stats import median_ci
 
     out: dict[str, tuple[float, float]] = {}
     if r.measured is not None and r.measured.samples_ms:
@@ -272,10 +285,6 @@ def _intervals(r: ProfileCaseResult) -> dict[str, tuple[float, float]]:
     sp = r.speedup
     if sp is not None and sp.ci95:
         out["speedup"] = (sp.ci95[0], sp.ci95[1])
-    elif sp is not None and r.original and r.measured and r.measured.samples_ms:
-        before = r.original["measured"].samples_ms
-        if before:
-            out["speedup"] = compare_samples(r.measured.samples_ms, before).ci95
     vs_sp: Speedup | None = r.vs["speedup"] if r.vs else None
     if vs_sp is not None and vs_sp.ci95 and min(vs_sp.ci95) > 0:
         out["slowdown"] = (1 / vs_sp.ci95[1] - 1, 1 / vs_sp.ci95[0] - 1)
@@ -297,32 +306,22 @@ def _flags(r: ProfileCaseResult) -> list[str]:
 
 def _judge(pc: PlannedCase, r: ProfileCaseResult) -> ProfileCaseResult:
     """Budgets, each measured one with its interval: met, missed, or ``marginal`` when
-    the interval straddles the limit (not a failure); the noisy/implausible flags."""
-    from ..gate import BUDGET_METRICS
-    from ..stats import against_limit
+    the interval straddles the limit (not a failure); the noisy/implausible flags. The
+    value a budget judges is the one its interval belongs to: a speedup is the
+    interleaved A/B estimate, never a ratio of medians taken at different times."""
+    from .compare import headline
 
     vs_sp: Speedup | None = r.vs["speedup"] if r.vs else None
     slowdown = (round(1 / vs_sp.estimate - 1, 4) if vs_sp is not None and vs_sp.estimate
                 else None)
     values = {**r.analytic,
               "latency_ms": r.measured.median_ms if r.measured else None,
-              "speedup": r.speedup.measured if r.speedup else None, "slowdown": slowdown}
-    budget = check_budget(pc.budget, values)
-    intervals = _intervals(r)
-    for metric, b in budget.items():
-        key, sense = BUDGET_METRICS[metric].key, BUDGET_METRICS[metric].sense
-        if key not in intervals or b.value is None or not math.isfinite(b.value):
-            continue
-        lo, hi = intervals[key]
-        call = against_limit((lo, hi), b.limit, sense)
-        budget[metric] = dataclasses.replace(
-            b, ok=call != "fail", interval=[sig(lo, 4), sig(hi, 4)],
-            marginal=True if call == "marginal" else None)
-    failures = budget_failures(budget)
-    marginal = any(b.marginal for b in budget.values())
-    return dataclasses.replace(
-        r, budget=budget, failures=failures, flags=_flags(r) or None,
-        verdict="fail" if failures else "marginal" if marginal else "pass")
+              "speedup": headline(r.speedup) if r.speedup and r.speedup.measured else None,
+              "slowdown": slowdown}
+    intervals = {k: [sig(lo, 4), sig(hi, 4)] for k, (lo, hi) in _intervals(r).items()}
+    budget = check_budget(pc.budget, values, intervals)
+    r = dataclasses.replace(r, budget=budget, flags=_flags(r) or None)
+    return rejudge(r, strict=False)
 
 
 def timed_seconds(obj: Any) -> float:

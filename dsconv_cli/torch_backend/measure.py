@@ -21,7 +21,7 @@ from torch import nn
 from ..cost import DTYPE_BYTES, Cost
 from ..errors import BackendError, InputError
 from ..results import BlockStats, Measurement, Speedup
-from ..stats import sig
+from ..stats import compare_samples, sig
 from .runtimes import Runtime, RuntimeFailure, get_runtime
 from .timing import (
     ABOVE_ROOFLINE,
@@ -350,6 +350,10 @@ def check_memory(need: int, s: Session, what: str) -> None:
                        f"{free / 1e9:.2f} GB free")
 
 
+#: a model case with ``convert: true`` whose model has no layer to convert
+NOTHING_TO_CONVERT = "nothing to convert: no layer is eligible, so there is no speedup to measure"
+
+
 @dataclass(frozen=True)
 class ModelTiming:
     """A loaded model timed (and, when converting, its conversion timed beside it)."""
@@ -389,16 +393,30 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...], s: Session,
     converted = copy.deepcopy(model)
     rep = convert_model(Loaded(converted, "module", "profile"),
                         ConvertOptions(plan, input_shape))
+    if rep.totals.converted == 0:  # the same model twice is no speedup: say so, time once
+        return ModelTiming(
+            {"params": before.params, "macs": before.macs, "memory_mb": None},
+            run(model, before, "model"),
+            conversion={"converted": 0, "layers": rep.totals.layers,
+                        "rel_output_diff": None, "note": NOTHING_TO_CONVERT})
     after = model_cost(converted, input_shape, e)
     original = run(model, before, "original")
     measured = run(converted, after, "converted")
+    if on_progress:
+        on_progress("A/B")
+    # the speedup a budget judges: the two models interleaved, converted = A
+    mine, theirs = ab_modules(lambda: copy.deepcopy(converted), input_shape,
+                              measured.memory_format, lambda: copy.deepcopy(model),
+                              input_shape, original.memory_format, s)
+    ab = compare_samples(mine.samples_ms or [], theirs.samples_ms or [])
     return ModelTiming(
         analytic={"params": after.params, "macs": after.macs, "memory_mb": None},
         measured=measured,
         original={"params": before.params, "macs": before.macs,
                   "measured": original},
         speedup=Speedup(measured=sig(original.median_ms / measured.median_ms),
-                        theoretical=round(before.macs / after.macs, 4) if after.macs else None),
+                        theoretical=round(before.macs / after.macs, 4) if after.macs else None,
+                        memory_format=measured.memory_format).with_ab(ab),
         conversion={"converted": rep.totals.converted, "layers": rep.totals.layers,
                     "rel_output_diff": rep.verification.rel_diff},
     )

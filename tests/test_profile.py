@@ -98,7 +98,8 @@ def test_smoke_config_really_runs(configs: Path, tmp_path: Path,
     # a baseline 1000x faster than this machine is a regression; 1000x slower, "faster" (no
     # block of a loaded machine is 1000x off its median: the two samples never overlap)
     base = json.loads((tmp_path / "base.json").read_text())
-    for scale, status in ((1 / 1000, "regression"), (1000, "faster")):
+    for scale, expected in ((1 / 1000, "regression"), (1000, "faster")):
+        status = expected
         for c in base["cases"]:
             for k in ("median_ms", "q1_ms", "q3_ms"):
                 c["measured"][k] *= scale
@@ -107,12 +108,24 @@ def test_smoke_config_really_runs(configs: Path, tmp_path: Path,
         r = profile(configs / "smoke.yaml", "--baseline", tmp_path / f"base{scale}.json",
                     "--json", "--only", "seed*")
         (case,) = json.loads(r.stdout)["cases"]
+        # a run whose IQR is over half its median (numpy's quartiles) is too noisy to call:
+        # marginal, never a regression (a loaded machine's run can be that noisy)
+        noisy = any(_iqr_share(m["samples_ms"]) > 0.5 for m in (case["measured"], next(
+            c["measured"] for c in base["cases"] if c["name"] == case["name"])))
+        status = "marginal" if noisy else status
         assert case["baseline"]["status"] == status, case["baseline"]
         assert case["baseline"]["test"] == "mann-whitney" and case["baseline"]["p_value"] < 0.01
         failures = case.get("failures") or []
         assert r.exit_code == (1 if failures else 0), failures
         assert any(f.startswith("regression") for f in failures) == (status == "regression")
         base = json.loads((tmp_path / "base.json").read_text())
+
+
+def _iqr_share(samples: list[float]) -> float:
+    import numpy as np
+
+    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+    return float((q3 - q1) / med)
 
 
 def test_model_conversion_config_runs(configs: Path) -> None:
@@ -184,12 +197,15 @@ def test_baseline_regression_and_env(tmp_path: Path) -> None:
     env = json.loads(r.stdout)["environment"]
     base = tmp_path / "base.json"
     base.write_text(json.dumps(_baseline("b", 1e-4, 1e-6, env)))  # impossibly fast
-    r = profile(cfg, "--baseline", base, "--json")
-    assert r.exit_code == 1
-    assert json.loads(r.stdout)["cases"][0]["baseline"]["status"] == "regression"
-    base.write_text(json.dumps(_baseline("b", 1e4, 1.0, env)))  # impossibly slow
-    r = profile(cfg, "--baseline", base, "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["cases"][0]["baseline"]["status"] == "faster"
+    for median, iqr, status, code in ((1e-4, 1e-6, "regression", 1),  # impossibly fast
+                                      (1e4, 1.0, "faster", 0)):  # impossibly slow
+        base.write_text(json.dumps(_baseline("b", median, iqr, env)))
+        r = profile(cfg, "--baseline", base, "--json")
+        (case,) = json.loads(r.stdout)["cases"]
+        # a run this noisy (a loaded machine) is too noisy to call: marginal, exit 0
+        noisy = _iqr_share(case["measured"]["samples_ms"]) > 0.5
+        assert case["baseline"]["status"] == ("marginal" if noisy else status), case["baseline"]
+        assert r.exit_code == (0 if noisy else code)
     other = {**env, "threads": 99}
     base.write_text(json.dumps(_baseline("b", 1e4, 1.0, other)))
     r = profile(cfg, "--baseline", base)

@@ -573,7 +573,7 @@ def profile_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
     if env.get("missing_shards"):
         t.summary = "INCOMPLETE (a shard never reported): " + t.summary
     elif env.get("missing_cases"):
-        t.summary = (f"INCOMPLETE ({len(env['missing_cases'])} case(s) never ran): "
+        t.summary = (f"INCOMPLETE (never ran: {listing(env['missing_cases'], 5)}): "
                      + t.summary)
     t.notes.extend(f"warning: {w}" for w in env.get("warnings") or [])
 

@@ -172,12 +172,15 @@ def _bounds(value: Any, schema: dict[str, Any], path: Path_) -> list[Problem]:
                          ("exclusiveMaximum", lambda v, b: v >= b)):
             if key in schema and bad(value, schema[key]):
                 out.append((path, f"{value!r} breaks {key} {schema[key]}"))
-    sized = len(value) if isinstance(value, (str, list)) else None
-    if sized is not None:
-        for key, bad in (("minItems", lambda n, b: n < b), ("maxItems", lambda n, b: n > b),
-                         ("minLength", lambda n, b: n < b), ("maxLength", lambda n, b: n > b)):
-            if key in schema and bad(sized, schema[key]):
-                out.append((path, f"has {sized} item(s), breaks {key} {schema[key]}"))
+    # minItems/maxItems bound arrays, minLength/maxLength strings (in code points)
+    keys = (("minItems", "maxItems") if isinstance(value, list) else
+            ("minLength", "maxLength") if isinstance(value, str) else ())
+    for key in keys:
+        if key in schema:
+            n, b = len(value), schema[key]
+            if n < b if key.startswith("min") else n > b:
+                out.append((path, f"has {n} {'item' if key.endswith('Items') else 'character'}"
+                                  f"(s), breaks {key} {b}"))
     return out
 
 

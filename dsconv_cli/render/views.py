@@ -59,12 +59,18 @@ def fmt_speedup(sp: dict[str, Any] | None, short: bool = False) -> str:
         return "-"
     if sp.get("estimate") is None:
         return fmt_ratio(sp.get("measured"))
-    lo, hi = sp["ci95"]
-    text = f"{fmt_x(sp['estimate'])} [{sig3(lo)}, {sig3(hi)}]"
-    if short:
+    text = f"{fmt_ratio(sp['estimate'])} {_ci_text(sp.get('ci95'))}"
+    if short or not all(is_number(sp.get(k)) for k in ("rounds", "p_value", "mde")):
         return text
     return (f"{text} (95% CI, interleaved A/B over {sp['rounds']} rounds: p={sp['p_value']:.2g}, "
-            f"{sp['verdict']}; smallest detectable change {100 * sp['mde']:.1f}%)")
+            f"{sp.get('verdict')}; smallest detectable change {100 * sp['mde']:.1f}%)")
+
+
+def _ci_text(ci: Any) -> str:
+    """``[3.10, 3.33]``; ``-`` for an interval a hand-edited report dropped or broke."""
+    if not (isinstance(ci, list) and len(ci) == 2):
+        return "-"
+    return f"[{sig3(ci[0])}, {sig3(ci[1])}]"
 
 
 def _speedup_cells(sp: dict[str, Any] | None) -> list[str]:
@@ -73,8 +79,7 @@ def _speedup_cells(sp: dict[str, Any] | None) -> list[str]:
         return ["-", "-"]
     if sp.get("estimate") is None:
         return [fmt_ratio(sp.get("measured")), "-"]
-    lo, hi = sp["ci95"]
-    return [fmt_ratio(sp["estimate"]), f"[{sig3(lo)}, {sig3(hi)}]"]
+    return [fmt_ratio(sp["estimate"]), _ci_text(sp.get("ci95"))]
 
 
 def fmt_shape(s: Iterable[int]) -> str:

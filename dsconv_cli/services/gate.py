@@ -313,7 +313,8 @@ def _check_expected(files: Sequence[Path], datas: list[dict[str, Any]],
         if stray is not None:
             raise InputError(f"--merge {p}: case {stray!r} is not one shard {s} was to run "
                              "(expected_cases)")
-        gone = [n for n in expected if n not in set(have)]
+        present = set(have)
+        gone = [n for n in expected if n not in present]
         if not gone:
             continue
         status = int(d.get("exit_status", 0))

@@ -49,8 +49,8 @@ BUDGET_METRICS: dict[str, BudgetMetric] = {
                                    "median latency of the candidate (or whole model)"),
     "min_speedup": BudgetMetric("speedup", "min", True, False,
                                 frozenset({"layer", "model+convert"}),
-                                "measured standard / candidate (or original / converted "
-                                "model)"),
+                                "the interleaved A/B estimate of standard / candidate (or "
+                                "original / converted model)"),
     "max_params": BudgetMetric("params", "max", False, True, _ALL),
     "max_macs": BudgetMetric("macs", "max", False, True, _ALL),
     "max_memory_mb": BudgetMetric("memory_mb", "max", False, False,

@@ -27,12 +27,12 @@ def _properties(tests: str) -> list[str]:
     return re.findall(r"^def (test_\w+)", text, flags=re.M)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=5000)
     ap.add_argument("-k", default=None, help="only the properties matching (pytest -k)")
     ap.add_argument("--tests", default=DEFAULT_TESTS, help="the file of properties")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     name = Path(args.tests).stem.removeprefix("test_")
     results = RESULTS.with_name(f"{name}.txt")
     env = {**os.environ, "DSCONV_FUZZ_EXAMPLES": str(args.examples), "PYTHONPATH": str(ROOT)}

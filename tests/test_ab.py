@@ -209,7 +209,12 @@ def test_merged_exit_code_is_one_if_a_shard_failed(tmp_path: Path) -> None:
                           "--json", "--shard", "1/2").stdout)
     other = json.loads(run("profile", ROOT / "configs" / "sweep.yaml", "--dry-run",
                            "--json", "--shard", "2/2").stdout)
-    other["cases"][0]["verdict"] = "fail"
+    # a failure its figures show (a bare "fail" with nothing failed is refused: the merge
+    # judges, tests/test_merge_judge.py)
+    case = other["cases"][0]
+    case["budget"] = {"max_params": {"limit": 1, "value": case["analytic"]["params"],
+                                     "ok": False}}
+    case["verdict"] = "fail"
     (tmp_path / "a.json").write_text(json.dumps(base))
     (tmp_path / "b.json").write_text(json.dumps(other))
     r = run("profile", "--merge", tmp_path / "a.json", tmp_path / "b.json", "--report",

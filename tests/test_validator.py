@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsconv_cli.validate import KEYWORDS, equal, report_schema, validate
+from tests.test_fuzz import _paths
 
 ROOT = Path(__file__).parents[1]
 PROFILE_SCHEMA = json.loads((ROOT / "dsconv_cli" / "profile.schema.json").read_text())
@@ -142,17 +143,6 @@ def _instances() -> list[tuple[dict[str, Any], Any]]:
 
 
 INSTANCES = _instances()
-
-
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    return out
 
 
 EDITS = st.one_of(VALUES, st.sampled_from([1.0, 2.0, 0, -1, 1.5, True, False, None, "\ud800",

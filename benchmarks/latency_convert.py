@@ -91,7 +91,7 @@ def row(name: str, arch: str, src: Path, runtime: str, target: float, d: Path,
     return "| " + " | ".join(cells) + " |"
 
 
-def main() -> None:
+def main(models: list[str], runtimes: list[str], targets: list[float]) -> None:
     print(f"torch {torch.__version__}, {THREADS} threads, input {SHAPE}, random weights; "
           f"{os.cpu_count()} logical CPUs")
     print("Each row: `convert --target-latency F --runtime R` (measured latency ratio "
@@ -111,20 +111,31 @@ def main() -> None:
         cache = d / "cache"
         cache.mkdir()
         env = {**os.environ, "DSCONV_CACHE_DIR": str(cache)}
-        for name, (arch, build) in MODELS.items():
+        for name in models:
+            arch, build = MODELS[name]
             src = d / f"{name}.pt"
             torch.manual_seed(0)
             torch.save(build().state_dict(), src)
-            for runtime in RUNTIMES:
+            for runtime in runtimes:
                 # the layer table cold for the first target (the roofline calibration,
                 # which --target-latency's session also loads, stays cached)
                 (cache / "latency.json").unlink(missing_ok=True)
-                for target in TARGETS:
+                for target in targets:
                     print(row(name, arch, src, runtime, target, d, env), flush=True)
 
 
 if __name__ == "__main__":
+    import argparse
+
     from _common import results_to
 
-    with results_to("latency_convert"):
-        main()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--runtimes", default=",".join(RUNTIMES))
+    ap.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    a = ap.parse_args()
+    picked = (a.models.split(","), a.runtimes.split(","),
+              [float(t) for t in a.targets.split(",")])
+    full = picked == (list(MODELS), list(RUNTIMES), list(TARGETS))
+    with results_to("latency_convert", save=full):  # a partial run is not the results
+        main(*picked)

@@ -19,7 +19,7 @@
    120 s, 4 GB on 2 cores), beside the memory estimate made before the first batch.
 
 Run from the repo root: .venv/bin/python benchmarks/fidelity.py [--quick] [--skip-patterns]
-[--skip-resnet50]
+[--skip-latency] [--skip-resnet50]
 (--quick: multiplier 1 only for the pattern networks, ResNet-50 at 32 inputs of 112x112; its
 output goes to benchmarks/results/fidelity_quick.txt, the full run's to fidelity.txt).
 """
@@ -315,12 +315,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a reduced run (minutes)")
     ap.add_argument("--skip-patterns", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true",
+                    help="leave out the --target-latency row (it times every layer)")
     ap.add_argument("--skip-resnet50", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     d, label = real_digits_setup()
     resnet18_real(d, label)
-    target_latency_row(d, label, 0.7)
+    if not args.skip_latency:
+        target_latency_row(d, label, 0.7)
     if not args.skip_patterns:
         pattern_networks(args.quick)
     if not args.skip_resnet50:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["EXPORT_FORMATS", "RUNTIME_HELP", "RUNTIME_NAMES", "export_format"]
+__all__ = ["EXPORT_FORMATS", "PRESET_NAMES", "RUNTIME_HELP", "RUNTIME_NAMES", "export_format"]
 
 #: runtime name -> one-line description, in the order help texts list them
 RUNTIME_HELP: dict[str, str] = {
@@ -22,6 +22,11 @@ RUNTIME_HELP: dict[str, str] = {
 }
 #: every runtime a case can be timed in
 RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIME_HELP)
+
+#: the presets' names, in :data:`dsconv_cli.presets.PRESETS`' order (a test checks the two
+#: agree), so that the help lists them without building the presets' classes
+PRESET_NAMES: tuple[str, ...] = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                                 "mobilenet_v3_small", "efficientnet_b0")
 
 #: what each suffix of ``convert --export`` writes
 EXPORT_FORMATS: dict[str, str] = {".pt2": "torch.export", ".onnx": "onnx"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import __version__
 from .cost import Cost
@@ -23,21 +23,43 @@ __all__ = [
     "BlockStats",
     "BudgetCheck",
     "ComparedCase",
+    "ConvertChoices",
+    "ConvertExport",
+    "ConvertLayer",
+    "ConvertResult",
+    "ConvertSource",
+    "ConvertTiming",
+    "ConvertTotals",
+    "Distillation",
     "DsForm",
+    "Fidelity",
+    "LatencyForm",
+    "LatencyLayer",
+    "LatencyReport",
+    "LatencyRound",
+    "LayerOutputError",
     "Measurement",
     "ModelAnalysis",
     "ModuleRow",
     "ModuleTime",
+    "PresetFullConv",
+    "PresetLayer",
+    "PresetModel",
+    "PresetResult",
+    "PresetStage",
     "ProfileCaseResult",
+    "ProfileVerdict",
     "Reduction",
     "Side",
     "Speedup",
     "Theory",
     "UncountedOp",
+    "Verification",
     "envelope",
     "optional",
     "report_schema",
     "to_json",
+    "type",
 ]
 
 SCHEMA_VERSION = 1
@@ -78,55 +100,6 @@ def envelope(cases: list[Any], environment: dict[str, Any] | None = None,
 
 
 # --------------------------------------------------------------------------- measurement
-
-@dataclass(frozen=True)
-class BlockStats:
-    """Statistics of the per-call time over the timer's blocks (each block = ``calls/runs``
-    back-to-back calls)."""
-
-    median_ms: float
-    iqr_ms: float
-    q1_ms: float
-    q3_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-    calls: int
-    memory_format: str
-
-    def rounded(self) -> dict[str, Any]:
-        """The fields, floats rounded to nanoseconds (the raw samples go with the
-        measurement separately)."""
-        return {f.name: round(v, 6) if isinstance(v, float) else v
-                for f in dataclasses.fields(BlockStats) for v in [getattr(self, f.name)]
-                if f.name != "samples_ms"}
-
-    #: every block's per-call time, for A/B tests against a stored baseline
-    samples_ms: Optional[list[float]] = optional()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Measurement(BlockStats):
-    """One timed module in one layout: block statistics and its roofline context."""
-
-    gflops: float
-    gbps: float
-    bound_ms: float
-    bound: Literal["memory", "compute"]
-    roofline_fraction: float
-    #: why this measurement cannot be taken at face value (None: nothing seen)
-    flag: Optional[str]
-    #: this part's share of the summed part times (preset stages)
-    share_time: Optional[float] = optional()
-    #: the runtime it was timed in (eager, compile, onnxruntime), and what preparing it
-    #: took or chose: compilation seconds (never in the timed region), the ONNX exporter
-    runtime: Optional[str] = optional()
-    compile_s: Optional[float] = optional()
-    exporter: Optional[str] = optional()
-    max_abs_diff: Optional[float] = optional()
-
-    def with_share(self, share: float) -> Measurement:
-        return dataclasses.replace(self, share_time=round(share, 4))
 
 
 @dataclass(frozen=True)
@@ -198,36 +171,6 @@ class Theory:
 
 
 @dataclass(frozen=True)
-class Speedup:
-    """Measured standard time / candidate time, beside the MAC reduction."""
-
-    measured: Optional[float]
-    theoretical: Optional[float]
-    memory_format: Optional[str] = optional()
-    #: why the measured figure cannot be taken at face value (above theory beyond noise)
-    flag: Optional[str] = optional()
-    #: from the interleaved A/B (see dsconv_cli.stats): Hodges-Lehmann ratio, its 95%
-    #: interval, the two-sided Mann-Whitney p, the verdict and the minimum detectable effect
-    estimate: Optional[float] = optional()
-    ci95: Optional[list[float]] = optional()
-    p_value: Optional[float] = optional()
-    verdict: Optional[Literal["faster", "slower", "no difference detected"]] = optional()
-    mde: Optional[float] = optional()
-    rounds: Optional[int] = optional()
-    #: the runtime it was measured in, where several were
-    runtime: Optional[str] = optional()
-
-    def with_ab(self, ab: Any) -> Speedup:
-        """This speedup with an :class:`dsconv_cli.stats.ABResult` (A = the faster-hoped
-        side, so above 1 means it is faster)."""
-        return dataclasses.replace(
-            self, estimate=round(ab.estimate, 4), ci95=[round(ab.ci95[0], 4),
-                                                        round(ab.ci95[1], 4)],
-            p_value=float(f"{ab.p_value:.4g}"), verdict=ab.verdict, mde=round(ab.mde, 4),
-            rounds=ab.n[0])
-
-
-@dataclass(frozen=True)
 class ComparedCase:
     """A layer comparison: the standard side against the candidate block."""
 
@@ -248,489 +191,108 @@ class ComparedCase:
     speedup_by_runtime: Optional[dict[str, float]] = optional()
 
 
-# --------------------------------------------------------------------------- models
-
-@dataclass(frozen=True)
-class DsForm:
-    """A Conv2d's depthwise separable form, as ``convert`` would build it."""
-
-    depth_multiplier: int
-    params: int
-    macs: Optional[int]
-    #: MACs now / MACs after (params likewise)
-    reduction_macs: Optional[float]
-    reduction_params: float
-
-
-@dataclass(frozen=True)
-class ModuleTime:
-    """A module's share of a measured forward (hooks around its calls)."""
-
-    #: the median of its inclusive times over the hooked forwards (medians do not add:
-    #: ``inclusive_ms`` and ``self_ms`` are the figures that do)
-    median_ms: float
-    #: inclusive_ms over the whole hooked forward (the model row's is 1)
-    share_time: float
-    roofline_fraction: Optional[float]
-    #: means over the same hooked forwards: its calls with (inclusive) and without (self)
-    #: the hooked modules they call; every row's self_ms plus "other" make the whole
-    inclusive_ms: Optional[float] = optional()
-    self_ms: Optional[float] = optional()
-    self_share: Optional[float] = optional()
-
-
-@dataclass(frozen=True)
-class ModuleRow:
-    """One module of a model, its counts including its children's."""
-
-    name: str
-    type: str
-    depth: int
-    calls: int
-    output_shape: Optional[list[int]]
-    params: int
-    macs: int
-    flops: int
-    bytes: int
-    elementwise_ops: int
-    share_macs: float
-    flop_per_byte: Optional[float]
-    #: the DS form of an eligible Conv2d
-    ds: Optional[DsForm] = optional()
-    #: why a Conv2d is not eligible
-    ds_skipped: Optional[str] = optional()
-    #: for a module holding eligible convs: its MACs and params with all of them converted
-    macs_if_ds: Optional[int] = optional()
-    params_if_ds: Optional[int] = optional()
-    measured: Optional[ModuleTime] = optional()
-    #: measured speedup of this module against the same module converted (``--vs ds``)
-    speedup: Optional[Speedup] = optional()
-    #: why this module has no measured time although timed (hooks cannot attribute it)
-    unattributed: Optional[str] = optional()
-
-
-@dataclass(frozen=True)
-class UncountedOp:
-    op: str
-    calls: int
-    modules: list[str]
-
-
-@dataclass(frozen=True)
-class ModelAnalysis:
-    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``)."""
-
-    name: str
-    #: source (file or arch), arch, arch_kwargs, input_shape, counted_on
-    model: dict[str, Any]
-    totals: dict[str, Any]
-    layers: list[ModuleRow]
-    uncounted: list[UncountedOp]
-    #: MACs and params now vs if every eligible conv were converted
-    ds_opportunity: dict[str, Any]
-    #: whole-model medians (with ``--measure``): best layout and every layout
-    measured: Optional[Measurement] = optional()
-    measured_by_format: Optional[dict[str, Measurement]] = optional()
-    measured_by_runtime: Optional[list[Measurement]] = optional()
-    #: how per-module times were taken
-    attribution: Optional[str] = optional()
-    #: the model converted in memory and measured beside it (``--vs ds``)
-    vs: Optional[dict[str, Any]] = optional()
-    speedup: Optional[Speedup] = optional()
-    #: the same A/B in every runtime asked for (the first is ``speedup``)
-    speedup_by_runtime: Optional[list[Speedup]] = optional()
-    warnings: Optional[list[str]] = optional()
-
-
-# --------------------------------------------------------------------------- profile
-
-@dataclass(frozen=True)
-class BudgetCheck:
-    limit: float
-    value: Optional[float]
-    ok: bool
-    #: a measured budget's 95% interval for its value (the median's, the A/B ratio's)
-    interval: Optional[list[float]] = optional()
-    #: the interval straddles the limit even after re-measuring: met or not, noise decides
-    marginal: Optional[bool] = optional()
-
-
-#: ``marginal``: a measured budget whose interval straddles its limit (it does not fail the
-#: gate unless ``--strict``)
-ProfileVerdict = Literal["pass", "fail", "error", "planned", "marginal"]
-
-
-@dataclass(frozen=True)
-class ProfileCaseResult:
-    """One profile case: what ran, against which budget, and its verdict.
-
-    ``verdict`` is the case's outcome and nothing else: ``pass``, ``fail`` (a budget or a
-    regression), ``error`` (it could not run) or ``planned`` (``--dry-run``)."""
-
-    name: str
-    source: dict[str, Any]
-    analytic: dict[str, Any]
-    budget: dict[str, BudgetCheck]
-    verdict: ProfileVerdict
-    budget_pending: Optional[list[str]] = optional()
-    measured: Optional[Measurement] = optional()
-    standard_measured: Optional[Measurement] = optional()
-    speedup: Optional[Speedup] = optional()
-    why: Optional[str] = optional()
-    timed_s: Optional[float] = optional()
-    stages: Optional[list[dict[str, Any]]] = optional()
-    original: Optional[dict[str, Any]] = optional()
-    conversion: Optional[dict[str, Any]] = optional()
-    baseline: Optional[dict[str, Any]] = optional()
-    #: a model case timed against its vs: in the same job ({source, speedup})
-    vs: Optional[dict[str, Any]] = optional()
-    speedup_by_runtime: Optional[dict[str, float]] = optional()
-    failures: Optional[list[str]] = optional()
-    error: Optional[str] = optional()
-    #: noisy or implausible measurements (the flags ``compare`` gives them); ``--strict``
-    #: makes them failures
-    flags: Optional[list[str]] = optional()
-
-
-# --------------------------------------------------------------------------- presets
-
-@dataclass(frozen=True)
-class PresetModel:
-    name: str
-    width: float
-    resolution: int
-    classes: int
-    batch: int
-    dtype: str
-
-
-@dataclass(frozen=True)
-class PresetStage:
-    """One stage of a preset: its blocks' counts and, when timed on its own, its time."""
-
-    stage: str
-    blocks: int
-    output_shape: list[int]
-    params: int
-    macs: int
-    flops: int
-    bytes: int
-    share_macs: float
-    share_params: float
-    measured: Optional[Measurement] = optional()
-    measured_by_format: Optional[dict[str, Measurement]] = optional()
-
-
-@dataclass(frozen=True)
-class PresetLayer:
-    """One layer of a preset (``--per-layer``)."""
-
-    stage: str
-    name: str
-    kind: str
-    params: int
-    macs: int
-    flops: int
-    bytes: int
-    elementwise_ops: int
-    input_shape: list[int]
-    output_shape: list[int]
-    activation_elems: int
-    memory_bytes: int
-    arithmetic_intensity: float
-
-
-@dataclass(frozen=True)
-class PresetFullConv:
-    """The same network with every depthwise + pointwise pair as one dense conv."""
-
-    totals: CostTotals
-    stages: list[PresetStage]
-
-
-@dataclass(frozen=True)
-class PresetResult:
-    """A preset network (``compare --preset``): totals, stages, and when timed, times."""
-
-    name: str
-    model: PresetModel
-    totals: CostTotals
-    stages: list[PresetStage]
-    layers: Optional[list[PresetLayer]] = optional()
-    full_conv: Optional[PresetFullConv] = optional()
-    measured_by_runtime: Optional[list[Measurement]] = optional()
-    measured: Optional[Measurement] = optional()
-
-
-# --------------------------------------------------------------------------- convert
-
-@dataclass(frozen=True)
-class LayerOutputError:
-    """A calibrated layer's relative output error on the calibration inputs."""
-
-    #: null in JSON when not finite (JSON has no NaN)
-    svd: Optional[float]
-    calibrated: Optional[float]
-    refine_note: Optional[str] = optional()
-    refine_steps: Optional[int] = optional()
-
-
-@dataclass(frozen=True)
-class ConvertLayer:
-    """One Conv2d of a converted model: what it was, what it became, or why it stayed."""
-
-    name: str
-    aliases: list[str]
-    input_shape: Optional[list[int]]
-    in_channels: int
-    out_channels: int
-    kernel: list[int]
-    stride: list[int]
-    dilation: list[int]
-    groups: int
-    params_before: int
-    params_after: Optional[int]
-    macs_before: Optional[int]
-    macs_after: Optional[int]
-    rank: Optional[int]
-    max_rank: int
-    energy: Optional[float]
-    weight_error: Optional[float]
-    status: Literal["converted", "skipped"]
-    reason: Optional[str]
-    note: Optional[str]
-    output_error: Optional[LayerOutputError] = optional()
-
-
-@dataclass(frozen=True)
-class ConvertTotals:
-    layers: int
-    converted: int
-    skipped: int
-    model_params_before: int
-    model_params_after: int
-    conv_params_before: int
-    conv_params_after: int
-    conv_macs_before: Optional[int]
-    conv_macs_after: Optional[int]
-    #: the whole model counted like ``compare --model`` (with an input shape)
-    model_macs_before: Optional[int] = optional()
-    model_macs_after: Optional[int] = optional()
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The converted model's output against the original's on one seeded input."""
-
-    verified: bool
-    #: why there is no check (no input shape)
-    note: Optional[str] = optional()
-    input_shape: Optional[list[int]] = optional()
-    seed: Optional[int] = optional()
-    mode: Optional[Literal["eval"]] = optional()
-    max_abs_diff: Optional[float] = optional()
-    rel_diff: Optional[float] = optional()
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """The converted model against the original on real inputs."""
-
-    #: top-1 agreement (rows with a non-finite output never agree); None: not logits
-    agreement: Optional[float]
-    #: null in JSON when not finite (JSON has no NaN): such a figure never passes a gate
-    rel_output_error: Optional[float]
-    on: Literal["eval", "calibration"]
-    n: int
-    #: the share of the inputs the original puts in its most frequent class; at 0.9 or
-    #: more, agreement says little (a model predicting one class agrees with itself)
-    majority_class_share: Optional[float] = optional()
-    agreement_meaningful: Optional[bool] = optional()
-
-
-@dataclass(frozen=True)
-class ConvertTiming:
-    convert: float
-    verify: float
-    load: float
-    calibrate: Optional[float] = optional()
-    write: Optional[float] = optional()
-    #: --distill-steps (part of ``calibrate``)
-    distill: Optional[float] = optional()
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """``--distill-steps``: after the layer-wise refit, the converted layers' weights
-    trained end to end (Adam) to match the original model's outputs on the calibration
-    inputs (no labels)."""
-
-    steps: int
-    batch: int
-    lr: float
-    #: [step, mean relative squared output error of the steps since the previous point]
-    loss: list[list[float]]
-    #: ||y' - y|| / ||y|| on all calibration inputs before and after training
-    rel_output_error_before: float
-    rel_output_error_after: float
-    #: False: training did not lower the error; the calibrated weights were kept
-    kept: bool
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ConvertSource:
-    path: str
-    format: str
-
-
-@dataclass(frozen=True)
-class ConvertChoices:
-    """The options that decided the conversion."""
-
-    init: str
-    depth_multiplier: int
-    energy: Optional[float]
-    max_error: Optional[float]
-    min_channels: int
-    allow_larger: bool
-    target_macs: Optional[float]
-    target_latency: Optional[float] = optional()
-
-
-@dataclass(frozen=True)
-class ConvertExport:
-    """``--export``: the deployable artifact, and its output checked against the converted
-    model's on the verification input before it was written."""
-
-    path: str
-    #: torch.export (.pt2) or onnx (.onnx)
-    format: str
-    exporter: str
-    bytes: int
-    input_shape: list[int]
-    dtype: str
-    checked: bool
-    max_abs_diff: float
-    #: the largest |diff| allowed: the dtype's tolerance times the output's scale
-    tolerance: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class LatencyForm:
-    """One form of a layer in the latency table: the conv (``multiplier`` null) or its DS
-    form, the median of its block times and the 95% interval of that median."""
-
-    multiplier: Optional[int]
-    median_ms: float
-    ci95: list[float]
-    #: DS forms: measurably faster than the conv (A/B test on the block times, p < 0.05)
-    faster: Optional[bool] = optional()
-    #: DS forms: the error the chooser weighs (the report's ``error`` says which)
-    error: Optional[float] = optional()
-
-
-@dataclass(frozen=True)
-class LatencyLayer:
-    """One eligible layer's row of the latency table, and what the chooser did with it."""
-
-    name: str
-    input_shape: list[int]
-    calls: int
-    conv: LatencyForm
-    ds: list[LatencyForm]
-    #: the multiplier chosen, or null: the conv is kept (``reason`` says why)
-    chosen: Optional[int]
-    reason: str
-    #: read from the latency cache (else measured in this run)
-    cached: bool
-    #: why its times are not to be trusted (still noisy after every attempt)
-    flag: Optional[str] = optional()
-
-
-@dataclass(frozen=True)
-class LatencyRound:
-    """One round of choose -> convert -> measure end to end."""
-
-    #: the budget given to the chooser (a fraction of the original's latency)
-    budget: float
-    predicted: float
-    #: measured latency ratio (converted / original; Hodges-Lehmann) and its 95% interval
-    measured: Optional[float] = optional()
-    ci95: Optional[list[float]] = optional()
-    p_value: Optional[float] = optional()
-    original_ms: Optional[float] = optional()
-    converted_ms: Optional[float] = optional()
-    converted_layers: Optional[int] = optional()
-    macs: Optional[int] = optional()
-
-
-@dataclass(frozen=True)
-class LatencyReport:
-    """``--target-latency``: the per-layer table, the rounds, and whether the converted
-    model's measured latency ratio met the target within its interval."""
-
-    target: float
-    runtime: str
-    device: str
-    threads: int
-    memory_format: str
-    dtype: str
-    #: the original model alone, median ms (what the first round's budget is a share of)
-    model_ms: float
-    #: met: the interval is at or under the target; met within its interval: it holds
-    #: the target; missed: the whole interval is above it; too noisy: the interval is too
-    #: wide to verify anything (missed and too noisy: exit 1, nothing written)
-    verdict: Literal["met", "met within its interval", "missed", "too noisy"]
-    rounds: list[LatencyRound]
-    layers: list[LatencyLayer]
-    #: the round whose conversion is the result (the best reached, when missed)
-    chosen_round: Optional[int]
-    cache: dict[str, Any]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    #: what the chooser weighed: each layer's weight error (best rank-m factorisation), or
-    #: with --calibration-data its output error after the pointwise refit on its inputs
-    error: Literal["weight", "refit"] = "weight"
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    """``dsconv convert``: per-layer rows, totals, the output check, fidelity, timings,
-    and what was written."""
-
-    name: str
-    source: ConvertSource
-    options: ConvertChoices
-    layers: list[ConvertLayer]
-    totals: ConvertTotals
-    verification: Verification
-    timing_s: ConvertTiming
-    fidelity: Optional[Fidelity] = optional()
-    fidelity_on_calibration: Optional[Fidelity] = optional()
-    #: what may make the converted model differ from the original (also on stderr)
-    warnings: Optional[list[str]] = optional()
-    output_note: str = ""
-    written: list[str] = field(default_factory=list)
-    #: why nothing was written although it was asked for (--min-agreement...): exit 1
-    refusal: Optional[str] = optional()
-    #: --export: the artifact written (or, on a dry run, checked) beside the model
-    export: Optional[ConvertExport] = optional()
-    distillation: Optional[Distillation] = optional()
-    latency: Optional[LatencyReport] = optional()
-
+# --------------------------------------------------------------------------- the rest
+
+#: where each result class of another command lives (imported on first use)
+_ELSEWHERE: dict[str, str] = {
+    "BlockStats": "results_measure",
+    "Measurement": "results_measure",
+    "Speedup": "results_measure",
+    "DsForm": "results_model",
+    "ModuleTime": "results_model",
+    "ModuleRow": "results_model",
+    "UncountedOp": "results_model",
+    "ModelAnalysis": "results_model",
+    "BudgetCheck": "results_profile",
+    "ProfileCaseResult": "results_profile",
+    "ProfileVerdict": "results_profile",
+    "PresetModel": "results_presets",
+    "PresetStage": "results_presets",
+    "PresetLayer": "results_presets",
+    "PresetFullConv": "results_presets",
+    "PresetResult": "results_presets",
+    "LayerOutputError": "results_convert",
+    "ConvertLayer": "results_convert",
+    "ConvertTotals": "results_convert",
+    "Verification": "results_convert",
+    "Fidelity": "results_convert",
+    "ConvertTiming": "results_convert",
+    "Distillation": "results_convert",
+    "ConvertSource": "results_convert",
+    "ConvertChoices": "results_convert",
+    "ConvertExport": "results_convert",
+    "LatencyForm": "results_convert",
+    "LatencyLayer": "results_convert",
+    "LatencyRound": "results_convert",
+    "LatencyReport": "results_convert",
+    "ConvertResult": "results_convert",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``from dsconv_cli.results import ConvertResult``: the class, from its module."""
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__package__}.{module}"), name)
+
+
+if TYPE_CHECKING:  # for mypy; at run time __getattr__ imports them on first use
+    from .object import (
+        type,
+    )
+    from .results_convert import (
+        ConvertChoices,
+        ConvertExport,
+        ConvertLayer,
+        ConvertResult,
+        ConvertSource,
+        ConvertTiming,
+        ConvertTotals,
+        Distillation,
+        Fidelity,
+        LatencyForm,
+        LatencyLayer,
+        LatencyReport,
+        LatencyRound,
+        LayerOutputError,
+        Verification,
+    )
+    from .results_measure import BlockStats, Measurement, Speedup
+    from .results_model import (
+        DsForm,
+        ModelAnalysis,
+        ModuleRow,
+        ModuleTime,
+        UncountedOp,
+    )
+    from .results_presets import (
+        PresetFullConv,
+        PresetLayer,
+        PresetModel,
+        PresetResult,
+        PresetStage,
+    )
+    from .results_profile import (
+        BudgetCheck,
+        ProfileCaseResult,
+        ProfileVerdict,
+    )
 
 # --------------------------------------------------------------------------- schema
 
 #: the case types a report may hold
-CASE_TYPES = (ComparedCase, ProfileCaseResult, ModelAnalysis, PresetResult, ConvertResult)
+CASE_TYPES = ("ComparedCase", "ProfileCaseResult", "ModelAnalysis", "PresetResult",
+              "ConvertResult")
 
 #: results whose every key is declared: their schema admits no other
-_CLOSED = (CostTotals, PresetModel, PresetStage, PresetLayer, PresetFullConv, PresetResult,
-           LayerOutputError, ConvertLayer, ConvertTotals, Verification, Fidelity,
-           ConvertTiming, ConvertSource, ConvertChoices, ConvertExport, ConvertResult,
-           Distillation, LatencyForm, LatencyLayer, LatencyRound, LatencyReport)
+_CLOSED = ("CostTotals", "PresetModel", "PresetStage", "PresetLayer", "PresetFullConv",
+           "PresetResult", "LayerOutputError", "ConvertLayer", "ConvertTotals", "Verification",
+           "Fidelity", "ConvertTiming", "ConvertSource", "ConvertChoices", "ConvertExport",
+           "ConvertResult", "Distillation", "LatencyForm", "LatencyLayer", "LatencyRound",
+           "LatencyReport")
 
 
 def report_schema() -> dict[str, Any]:
@@ -738,11 +300,15 @@ def report_schema() -> dict[str, Any]:
     which only this function and the config module import)."""
     from pydantic import TypeAdapter
 
-    typed = Union[CASE_TYPES]  # type: ignore[valid-type]
+    names = globals()
+    for name in _ELSEWHERE:  # every class, so that pydantic resolves the annotations
+        names.setdefault(name, __getattr__(name))
+    case_types = tuple(names[n] for n in CASE_TYPES)
+    typed = Union[case_types]  # type: ignore[valid-type]
     schema = TypeAdapter(list[typed]).json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs")
-    for cls in _CLOSED:
-        defs[cls.__name__]["additionalProperties"] = False
+    for name in _CLOSED:
+        defs[name]["additionalProperties"] = False
     defs["environment"] = {
         "type": "object",
         "properties": {
@@ -752,7 +318,7 @@ def report_schema() -> dict[str, Any]:
             "calibration": {"type": "object"},
         },
     }
-    defs["case"] = {"anyOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in CASE_TYPES]}
+    defs["case"] = {"anyOf": [{"$ref": f"#/$defs/{name}"} for name in CASE_TYPES]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://dsconv.dev/report.schema.json",

@@ -35,6 +35,7 @@ from .common import (
     emit,
     finite,
     handle_errors,
+    report_stream,
     warn,
 )
 from .options import ColumnsOpt, FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt, WideOpt
@@ -142,7 +143,7 @@ def profile(
     from ..suite import plan_cases
 
     if schema:
-        print(schema_text(), end="")
+        print(schema_text(), end="", file=report_stream())
         return
     if not config:
         raise InputError("--merge needs the shard reports to join" if merge else

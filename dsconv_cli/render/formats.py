@@ -7,8 +7,6 @@ an extension in :data:`EXTENSIONS`). Rich is imported only to draw a table.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import sys
@@ -61,6 +59,8 @@ class JsonRenderer:
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
+        import json
+
         out.write(json.dumps(json_safe(env), indent=2, allow_nan=False) + "\n")
 
 
@@ -82,6 +82,8 @@ class CsvRenderer:
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
+        import csv
+
         w = csv.writer(out, lineterminator="\n")
         for k, t in enumerate(view(env)):
             if k:

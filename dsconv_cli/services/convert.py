@@ -122,6 +122,7 @@ class _Fit:
 
 def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
     """Convert the model the request names; write it unless refused or a dry run."""
+    given, request = request, _absolute(request)  # before user code (--arch may chdir)
     data = _inputs(request)
     t0 = time.perf_counter()
     loaded = _load(request, hooks)
@@ -145,7 +146,18 @@ def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
     refusal = (lat.refusal if lat is not None else None) or fidelity_refusal(
         result, request.min_agreement, request.max_output_error)
     result, artifact = _export(request, loaded, data, result, refusal)
-    return _write(request, loaded, conv, fit, result, refusal, artifact)
+    return _write(request, loaded, conv, fit, result, refusal, artifact, given)
+
+
+def _absolute(r: ConvertRequest) -> ConvertRequest:
+    """The request's files as absolute paths (against the folder dsconv started in): user
+    code that calls ``os.chdir`` cannot move an output or swap an input."""
+    def ab(p: Path | None) -> Path | None:
+        return None if p is None else p.absolute()
+
+    return dataclasses.replace(r, model=r.model.absolute(), output=ab(r.output),
+                               export=ab(r.export), calibration_data=ab(r.calibration_data),
+                               eval_data=ab(r.eval_data))
 
 
 def environment(map_location: str) -> dict[str, Any]:
@@ -470,11 +482,14 @@ def _export(r: ConvertRequest, loaded: Loaded, data: _Inputs, result: ConvertRes
 
 def _write(r: ConvertRequest, loaded: Loaded, conv: Conversion, fit: _Fit,
            result: ConvertResult, refusal: str | None,
-           artifact: bytes | None = None) -> ConvertResult:
+           artifact: bytes | None = None, given: ConvertRequest | None = None
+           ) -> ConvertResult:
     """Write the model (its export, its plan) atomically, unless refused, a dry run, or
-    unchanged."""
+    unchanged; "wrote" only once what is on disk was read back (``check_written``).
+    ``given``: the request as given, whose paths the note names."""
     from ..atomic import write_all_atomic
     from ..torch_backend.convert import serialise
+    from ..torch_backend.loading import check_written
 
     if refusal:
         return dataclasses.replace(result, output_note=f"nothing written: {refusal}",
@@ -490,11 +505,23 @@ def _write(r: ConvertRequest, loaded: Loaded, conv: Conversion, fit: _Fit,
     files = serialise(loaded, conv.decisions, r.output, fit.calibrated, arch_doc)
     if artifact is not None and r.export is not None:  # the plan stays last
         files.insert(1, (r.export, artifact))
+    check_written(files, loaded.model, before=True)  # user code may have replaced torch.save
     write_all_atomic(files, overwrite=r.force)
-    written = [str(p) for p, _ in files]
+    check_written(files, loaded.model)
+    shown = _as_given(r, given or r)
+    written = [shown.get(p, str(p)) for p, _ in files]
     timing = dataclasses.replace(result.timing_s, write=round(time.perf_counter() - t0, 4))
     return dataclasses.replace(result, timing_s=timing, written=written,
                                output_note="wrote " + ", ".join(written))
+
+
+def _as_given(r: ConvertRequest, given: ConvertRequest) -> dict[Path, str]:
+    """Each absolute output path -> the path as the user gave it (what notes show)."""
+    out = {p: str(g) for p, g in ((r.output, given.output), (r.export, given.export))
+           if p is not None and g is not None}
+    if r.output is not None and given.output is not None:
+        out[plan_path(r.output)] = str(plan_path(given.output))
+    return out
 
 
 # --------------------------------------------------------------------------- the gates

@@ -666,8 +666,8 @@ def test_sigterm_during_profile_and_measure_is_143(tmp_path: Path,
 
 @pytest.mark.parametrize("args", [
     ("compare", "--arch", "tests.test_hostile:deep_sequential", "--input-shape", "1,3,4,4"),
-    ("compare", "--arch", "tests.test_hostile:raises_base_exception", "--input-shape",
-     "1,3,4,4"),
+    # a BaseException of user code's own passes through (issue 30: it cannot be told from
+    # a test harness's); tests/test_hostile4.py checks that
     ("compare", "--arch", "tests.test_hostile:raises_generator_exit", "--input-shape",
      "1,3,4,4"),
     ("compare", "--arch", "tests.test_hostile:half_net", "--input-shape", "1,32,8,8",

@@ -233,3 +233,13 @@ def test_the_entry_point_installs_them(monkeypatch: pytest.MonkeyPatch) -> None:
         entry._entry()
     assert e.value.code == 0 and seen == [True]
     assert signal.getsignal(signal.SIGTERM) is not common._on_signal  # restored
+
+
+def test_a_base_exception_of_user_code_s_own_passes_through() -> None:
+    """Neither an ``Exception`` nor user code's to raise: dsconv cannot tell it from a
+    harness's (pytest-timeout's ``Failed``), so it is not made the user's bad input."""
+    from .test_hostile import Boom
+
+    with pytest.raises(Boom):
+        runner.invoke(app, ["compare", "--arch", "tests.test_hostile:raises_base_exception",
+                            "--input-shape", "1,3,4,4"])

@@ -25,6 +25,7 @@ from ..errors import (
     interrupt_exit_code,
     is_real_interrupt,
 )
+from ..names import safe_text
 from ..quiet import held_noise, plain
 from ..render import RENDERERS, OutputFormat, View, format_from_path, make_console, render_text
 from ..render.formats import report_extensions
@@ -48,12 +49,12 @@ def fail(message: str, code: int = 2, hint: str | None = None) -> typer.Exit:
     msg = f"Error: {message}"
     if hint:
         msg += f" (hint: {hint})"
-    print(plain(msg), file=sys.stderr)
+    print(safe_text(plain(msg)), file=sys.stderr)
     return typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
+    print(f"Warning: {safe_text(plain(message))}", file=sys.stderr)
 
 
 def _on_signal(signum: int, frame: Any) -> None:

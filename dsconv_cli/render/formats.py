@@ -13,6 +13,7 @@ import sys
 from enum import Enum
 from typing import IO, Any, Protocol
 
+from ..names import csv_cell, safe_text
 from .layout import PRIORITY, Table, View
 
 __all__ = [
@@ -83,24 +84,28 @@ class CsvRenderer:
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
         import csv
+        import io
 
-        w = csv.writer(out, lineterminator="\n")
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
         for k, t in enumerate(view(env)):
             if k:
-                out.write("\n")
+                buf.write("\n")
             cols = list(range(len(t.columns)))
             nested = any(t.depths)
-            head = [t.columns[i] for i in cols]
+            head = [csv_cell(t.columns[i]) for i in cols]
             w.writerow(head[:1] + ["depth"] + head[1:] if nested else head)
             for r, row in enumerate(t.rows):
-                cells = [_raw(row[i]) for i in cols]
+                cells = [csv_cell(_raw(row[i])) for i in cols]
                 w.writerow(cells[:1] + [t.depth(r)] + cells[1:] if nested else cells)
+        write_encodable(out, buf.getvalue())
 
 
 def md_escape(text: str) -> str:
-    """A Markdown table cell: pipes escaped, newlines and HTML kept from breaking the row."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
-            .replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>"))
+    """A Markdown table cell: made safe (escapes gone, controls shown), pipes escaped,
+    HTML kept from breaking the row."""
+    text = safe_text(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+    return text.replace("\\r\\n", "<br>").replace("\\n", "<br>").replace("\\r", "<br>")
 
 
 class MarkdownRenderer:
@@ -130,7 +135,7 @@ class MarkdownRenderer:
             if t.conventions:
                 lines += ["<details><summary>Counting conventions</summary>", "",
                           md_escape(t.conventions), "", "</details>", ""]
-        out.write("\n".join(lines))
+        write_encodable(out, "\n".join(lines))
 
 
 class TableRenderer:
@@ -140,22 +145,49 @@ class TableRenderer:
     file_ok = False
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
+        """The whole report is rendered before any of it is written (an encoding the
+        stream lacks is never an error half-way through a table)."""
+        global _ENCODING
         console = make_console(file=None if out is sys.stdout else out)
-        for t in view(env):
-            for line in ([t.summary] if t.summary else []) + t.alerts:
-                console.print(_cell_text(line), markup=False, highlight=False)
-            width = console.width
-            console.print(_cell_text(t.title), style="bold", markup=False, highlight=False)
-            rt, hidden, console.width = _rich_table(t, width)  # --wide: as wide as needed
-            console.print(rt)
-            console.width = width
-            if hidden:
-                console.print(f"hidden at {width} columns: {', '.join(hidden)} "
-                              "(--wide shows all)", markup=False, highlight=False)
-            conventions = t.brief or t.conventions
-            for note in t.notes + ([conventions] if conventions else []):
-                console.print(note, markup=False, highlight=False)
-            console.print()
+        _ENCODING = getattr(out, "encoding", None)  # cells escaped before the layout
+        try:
+            with console.capture() as captured:
+                for t in view(env):
+                    self._table(console, t)
+        finally:
+            _ENCODING = None
+        write_encodable(out, captured.get())
+
+    @staticmethod
+    def _table(console: Any, t: Table) -> None:
+        for line in ([t.summary] if t.summary else []) + t.alerts:
+            console.print(_cell_text(line), markup=False, highlight=False)
+        width = console.width
+        console.print(_cell_text(t.title), style="bold", markup=False, highlight=False)
+        rt, hidden, console.width = _rich_table(t, width)  # --wide: as wide as needed
+        console.print(rt)
+        console.width = width
+        if hidden:
+            console.print(f"hidden at {width} columns: {', '.join(hidden)} "
+                          "(--wide shows all)", markup=False, highlight=False)
+        conventions = t.brief or t.conventions
+        for note in [*map(_cell_text, t.notes), *([conventions] if conventions else [])]:
+            console.print(note, markup=False, highlight=False)
+        console.print()
+
+
+def write_encodable(out: IO[str], text: str) -> None:
+    """``text`` to ``out`` in one write; what the stream's encoding cannot hold
+    (``PYTHONIOENCODING=ascii``) shown as its escape (``\\xe9``), never an error."""
+    encoding = getattr(out, "encoding", None)
+    if encoding:
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:
+            text = text.encode(encoding, "backslashreplace").decode(encoding)
+        except LookupError:
+            pass
+    out.write(text)
 
 
 RENDERERS: dict[OutputFormat, Renderer] = {
@@ -210,9 +242,23 @@ def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
     )
 
 
+#: the encoding of the stream a table is being rendered for (None: any)
+_ENCODING: str | None = None
+
+
 def _cell_text(text: str) -> str:
-    """A cell on one line: control characters shown, never obeyed."""
-    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    """A cell on one line: escape sequences gone, control characters shown, never
+    obeyed (:func:`dsconv_cli.names.safe_text`); what the stream's encoding lacks shown
+    as its escape, before the columns are sized."""
+    text = safe_text(text)
+    if _ENCODING:
+        try:
+            text.encode(_ENCODING)
+        except UnicodeEncodeError:
+            text = text.encode(_ENCODING, "backslashreplace").decode(_ENCODING)
+        except LookupError:
+            pass
+    return text
 
 
 def _needs(t: Table, cols: list[int]) -> dict[int, int]:

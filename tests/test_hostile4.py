@@ -243,3 +243,65 @@ def test_a_base_exception_of_user_code_s_own_passes_through() -> None:
     with pytest.raises(Boom):
         runner.invoke(app, ["compare", "--arch", "tests.test_hostile:raises_base_exception",
                             "--input-shape", "1,3,4,4"])
+
+
+# ------------------------------------------------------------------ terminals and spreadsheets
+
+HOSTILE_NAME = "caf\u00e9 \x1b[2J\x1b]0;pwn\x07=HYPERLINK(1)\u202e"
+
+
+def _profile_with(tmp_path: Path, name: str) -> Path:
+    c = tmp_path / "c.yaml"
+    c.write_text("cases:\n  - name: " + json.dumps(name) + "\n    layer: {in: 8, hw: 8}\n"
+                 "  - name: '=1+2'\n    layer: {in: 8, hw: 8}\n")
+    return c
+
+
+def test_a_hostile_case_name_reaches_no_terminal_or_report_raw(tmp_path: Path) -> None:
+    c = _profile_with(tmp_path, HOSTILE_NAME)
+    csv_p, md_p = tmp_path / "r.csv", tmp_path / "r.md"
+    r = run("profile", c, "--dry-run", "--report", csv_p, "--report", md_p)
+    assert r.exit_code == 0, r.stderr
+    for text in (r.stdout, csv_p.read_text(), md_p.read_text()):
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+        assert "caf\u00e9" in text and "\\u202e" in text  # shown, not obeyed
+    rows = csv_p.read_text().splitlines()
+    assert any(row.startswith("'=1+2,") for row in rows), rows  # OWASP: text, not formula
+
+
+def test_csv_cells_are_neutralised_but_numbers_stay_numbers() -> None:
+    from dsconv_cli.names import csv_cell
+
+    for formula in ("=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert str(csv_cell(formula)).startswith("'"), formula
+    for number in ("-3", "-2.5e-3", "+4", "0.5", -7, 1.5):
+        assert csv_cell(number) == number
+    assert csv_cell("-") == "-" and csv_cell("plain") == "plain"
+
+
+def test_the_sanitiser() -> None:
+    from dsconv_cli.names import safe_text, short_name
+
+    assert safe_text("a\x1b[31mred\x1b[0m") == "ared"
+    assert safe_text("\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\") == "link"
+    assert safe_text("t\x1b]0;title\x07x") == "tx"
+    assert safe_text("a\nb\tc\x00\x7f\x9bm") == "a\\nb\\tc\\x00\\x7f"
+    assert safe_text("x\ud800y") == "x\\ud800y"
+    assert safe_text("ok name.with-dots_1") == "ok name.with-dots_1"
+    long = short_name("L" * 1_000_000)
+    assert len(long) < 120 and "1,000,000 characters" in long
+
+
+def test_an_ascii_terminal_gets_the_table_not_an_internal_error(tmp_path: Path) -> None:
+    import subprocess
+
+    c = _profile_with(tmp_path, HOSTILE_NAME)
+    exe = Path(sys.executable).parent / "dsconv"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dsconv_cli"]
+    for fmt in ("table", "csv", "markdown"):
+        p = subprocess.run([*cmd, "profile", str(c), "--dry-run", "--format", fmt],
+                           capture_output=True, timeout=120,
+                           env={**os.environ, "PYTHONIOENCODING": "ascii"})
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.decode("ascii")  # nothing the stream cannot hold
+        assert "caf\\xe9" in out and "internal error" not in p.stderr.decode()

@@ -305,3 +305,71 @@ def test_an_ascii_terminal_gets_the_table_not_an_internal_error(tmp_path: Path) 
         assert p.returncode == 0, p.stderr
         out = p.stdout.decode("ascii")  # nothing the stream cannot hold
         assert "caf\\xe9" in out and "internal error" not in p.stderr.decode()
+
+
+# ------------------------------------------------------------------ the public API
+
+def _net() -> Any:
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(16, 16, 3))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_apply_plan_refuses_a_fifo_and_an_endless_device(tmp_path: Path) -> None:
+    """Both return at once (a blocking open or an endless read would hang the test
+    until its timeout)."""
+    import dsconv_cli
+
+    fifo = tmp_path / "p.plan.json"
+    os.mkfifo(fifo)
+    for bad in (fifo, Path("/dev/zero")):
+        if not bad.exists():
+            continue
+        with pytest.raises(ValueError, match="not a regular file") as e:
+            dsconv_cli.apply_plan(_net(), bad)
+        assert str(bad) in str(e.value)
+
+
+def test_apply_plan_errors_name_the_file_and_cut_long_names(tmp_path: Path) -> None:
+    import dsconv_cli
+
+    deep = tmp_path / "deep.plan.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="deep.plan.json") as e:
+        dsconv_cli.apply_plan(_net(), deep)
+    assert len(str(e.value)) < 300
+    huge = "x" * 1_000_000
+    doc = {"plan_version": 1, "layers": [
+        {"name": huge, "depth_multiplier": 1, "in_channels": 16, "out_channels": 16,
+         "kernel": [3, 3]}]}
+    named = tmp_path / "huge.plan.json"
+    named.write_text(json.dumps(doc))
+    for plan in (doc, named, str(named)):
+        with pytest.raises(ValueError) as e:
+            dsconv_cli.apply_plan(_net(), plan)
+        assert len(str(e.value)) < 300 and "1,000,000 characters" in str(e.value)
+    doc["layers"][0]["name"] = "0"
+    doc["layers"] = doc["layers"] * 2
+    with pytest.raises(ValueError, match="appears twice"):
+        dsconv_cli.apply_plan(_net(), doc)
+
+
+def test_a_deep_plan_beside_a_model_is_one_line_naming_it(arch: Path) -> None:
+    (arch / "q.pt.plan.json").write_text("[" * 200_000 + "]" * 200_000)
+    r = run("compare", "--model", arch / "q.pt", "--arch", f"{arch / 'net.py'}:plain",
+            "--input-shape", "1,16,8,8")
+    assert r.exit_code == 2 and "q.pt.plan.json" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "folder", "missing/dir/s.md"])
+def test_a_bad_step_summary_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  target: str) -> None:
+    if target == "/dev/full" and not Path(target).exists():
+        pytest.skip("no /dev/full")
+    path = target if target.startswith("/") else str(tmp_path / target)
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", path)
+    r = run("profile", _profile_with(tmp_path, "a"), "--dry-run")
+    assert r.exit_code == 0
+    assert "Warning: GITHUB_STEP_SUMMARY" in r.stderr, r.stderr

@@ -174,6 +174,7 @@ def profile(
         cases = plan_results(cfg, planned)
         env = envelope(cases, dry_run=True, **meta, exit_status=exit_status(cases, {}))
         emit(env, view, fmt, as_json, reports)
+        step_summary(render_text(env, OutputFormat.markdown, profile_view))  # warns if bad
         return _exit(env["exit_status"], cases)
     from ..services.profile import run_profile
 

@@ -257,6 +257,8 @@ def read_plan(path: Path) -> dict[str, Any] | None:
         validate_plan(doc)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not a JSON plan ({e})") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply to be a plan") from None
     except ValueError as e:
         raise InputError(f"{where}: {e}") from None
     return doc

@@ -400,20 +400,21 @@ def serialise(loaded: Loaded, decisions: list[Decision], output: Path,
 
 def _read_plan_file(path: Path) -> dict[str, Any]:
     """A ``.plan.json`` for :func:`apply_plan`: read with the command line's checks; every
-    problem a one-line ``ValueError`` naming the file."""
+    problem a one-line ``ValueError`` naming the file (made safe to show)."""
     from ..inputs import read_text
 
+    where = short_name(str(path), 200)
     try:
         doc = json.loads(read_text(path, None, "plan"))
         validate_plan(doc)
     except InputError as e:
-        raise ValueError(str(e)) from None
+        raise ValueError(short_name(str(e), 300)) from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a JSON plan ({e})") from None
+        raise ValueError(f"{where}: not a JSON plan ({e})") from None
     except RecursionError:
-        raise ValueError(f"{path}: nested too deeply to be a plan") from None
+        raise ValueError(f"{where}: nested too deeply to be a plan") from None
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{where}: {short_name(str(e), 300)}") from None
     return doc
 
 
@@ -423,6 +424,8 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Mod
     The plan is checked whole before anything is built (``ValueError``, one line, naming
     the file); a file is read as the command line reads one (a regular file of sane size:
     a FIFO or ``/dev/zero`` is refused, never read)."""
+    if not isinstance(plan, (Mapping, str, Path)):
+        raise TypeError(f"apply_plan: the plan is a dict or a path, not {type(plan).__name__}")
     doc = dict(plan) if isinstance(plan, Mapping) else _read_plan_file(Path(plan))
     replacements: dict[int, nn.Module] = {}
     ranks: dict[int, tuple[nn.Conv2d, int]] = {}

@@ -97,6 +97,7 @@ def csv_cell(value: object) -> object:
     instead of running it (OWASP, CSV injection); a lone ``-`` (no value) stays."""
     if not isinstance(value, str):
         return value
+    value = safe_text(value)  # first: an escape sequence may hide a leading "="
     if value.startswith(_FORMULA_START) and value != "-" and not _NUMBER.match(value):
         value = "'" + value
-    return safe_text(value)
+    return value

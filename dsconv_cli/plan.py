@@ -241,8 +241,9 @@ def validate_plan(doc: Any) -> list[dict[str, Any]]:
     version = doc.get("plan_version")
     if isinstance(version, bool) or version != PLAN_VERSION:  # JSON's true is not 1
         newer = isinstance(version, int) and version > PLAN_VERSION
-        raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
-                         f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)" if newer else ""))
+        raise ValueError(f"plan_version {short_name(repr(version))}: this dsconv reads plan "
+                         f"version {PLAN_VERSION}"
+                         + (" (a newer dsconv wrote it)" if newer else ""))
     arch = doc.get("arch")
     if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("arch"), str)
                                  and isinstance(arch.get("arch_kwargs", {}), dict)):

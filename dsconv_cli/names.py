@@ -8,6 +8,7 @@ torch to know them.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -45,13 +46,19 @@ def export_format(path: Path) -> str:
 
 #: terminal escape sequences: CSI (``ESC [ ... final``), OSC / DCS / APC / PM / SOS strings
 #: (ended by BEL or ``ESC \\``, or cut at the end), and two-byte ``ESC x`` ones
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?"
+_ESCAPES = (r"\x1b\[[0-?]*[ -/]*[@-~]?"
                       r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|$)"
                       r"|\x9b[0-?]*[ -/]*[@-~]?|[\x90\x9d\x9e\x9f][^\x07\x1b\x9c]*[\x07\x9c]?"
                       r"|\x1b[ -~]?")
 #: what is left to show escaped: C0 and C1 controls, DEL, lone surrogates, and the
 #: bidirectional overrides that reorder what a reader sees (Trojan Source)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]"
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A pattern compiled on first use (start-up time: most names need none)."""
+    return re.compile(pattern)
 
 
 def safe_text(text: str) -> str:
@@ -59,8 +66,11 @@ def safe_text(text: str) -> str:
     escape sequences removed, every other control character, lone surrogate and bidi
     override shown as its escape (``\\n``, ``\\x07``, ``\\u202e``), never obeyed. The one
     sanitiser of every table, report and message."""
-    text = _ESCAPES.sub("", str(text))
-    return _UNSAFE.sub(_escaped, text)
+    text = str(text)
+    if text.isprintable():  # no control, surrogate or format character: nothing to do
+        return text
+    text = _compiled(_ESCAPES).sub("", text)
+    return _compiled(_UNSAFE).sub(_escaped, text)
 
 
 def _escaped(m: re.Match[str]) -> str:
@@ -87,7 +97,7 @@ def short_name(text: str, limit: int = NAME_MAX) -> str:
 
 #: a cell a spreadsheet would read as a formula (OWASP's CSV injection list)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z"
 
 
 def csv_cell(value: object) -> object:
@@ -98,6 +108,7 @@ def csv_cell(value: object) -> object:
     if not isinstance(value, str):
         return value
     value = safe_text(value)  # first: an escape sequence may hide a leading "="
-    if value.startswith(_FORMULA_START) and value != "-" and not _NUMBER.match(value):
+    if (value.startswith(_FORMULA_START) and value != "-"
+            and not _compiled(_NUMBER).match(value)):
         value = "'" + value
     return value

@@ -272,8 +272,10 @@ def test_a_hostile_case_name_reaches_no_terminal_or_report_raw(tmp_path: Path) -
 def test_csv_cells_are_neutralised_but_numbers_stay_numbers() -> None:
     from dsconv_cli.names import csv_cell
 
-    for formula in ("=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+    for formula in ("=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\x1b[0m=1+2"):
         assert str(csv_cell(formula)).startswith("'"), formula
+    for control in ("\tx", "\rx"):  # shown escaped: the cell starts with a backslash
+        assert csv_cell(control) == "\\" + {"\t": "t", "\r": "r"}[control[0]] + "x"
     for number in ("-3", "-2.5e-3", "+4", "0.5", -7, 1.5):
         assert csv_cell(number) == number
     assert csv_cell("-") == "-" and csv_cell("plain") == "plain"

@@ -58,16 +58,16 @@ def run(*args: Any) -> Any:
 
 @pytest.fixture
 def arch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``net.py`` in its own folder and a state_dict of its Net; torch.save restored."""
+    """``hostile4_net.py`` in its own folder and a state_dict of its Net; torch.save restored."""
     monkeypatch.setattr(torch, "save", torch.save)
     src = tmp_path / "src"
     src.mkdir()
-    (src / "net.py").write_text(ARCH)
+    (src / "hostile4_net.py").write_text(ARCH)
     monkeypatch.syspath_prepend(str(src))
     torch.manual_seed(0)
     from torch import nn
 
-    class Net(nn.Module):  # the same shapes as net.py's
+    class Net(nn.Module):  # the same shapes as hostile4_net.py's
         def __init__(self) -> None:
             super().__init__()
             self.a = nn.Conv2d(16, 16, 3, padding=1)
@@ -83,7 +83,7 @@ def test_the_plan_beside_the_input_is_never_an_output(arch: Path) -> None:
     plan = arch / "q.pt.plan.json"
     plan.write_text('{"mine": true}\n')
     for extra in ([], ["--force"]):
-        r = run("convert", arch / "q.pt", "--arch", f"{arch / 'net.py'}:plain",
+        r = run("convert", arch / "q.pt", "--arch", f"{arch / 'hostile4_net.py'}:plain",
                 "--input-shape", "1,16,8,8", "--min-channels", "8", "-o", arch / "out.pt",
                 "--report", plan, *extra)
         assert r.exit_code == 2, (r.exit_code, r.stderr)
@@ -101,7 +101,7 @@ def test_a_constructor_that_changes_folder_moves_no_output(
     monkeypatch.setenv("AWAY", str(away))
     monkeypatch.chdir(arch)
     try:
-        r = run("convert", "q.pt", "--arch", "net.py:chdir_away", "--input-shape",
+        r = run("convert", "q.pt", "--arch", "hostile4_net.py:chdir_away", "--input-shape",
                 "1,16,8,8", "--min-channels", "8", "-o", "u03.pt", "--report", "r.json")
     finally:
         os.chdir(arch)
@@ -114,7 +114,7 @@ def test_a_constructor_that_changes_folder_moves_no_output(
 
 def test_replaced_torch_save_never_says_wrote(arch: Path) -> None:
     out = arch / "u05.pt"
-    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'net.py'}:replaces_save",
+    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'hostile4_net.py'}:replaces_save",
             "--input-shape", "1,16,8,8", "--min-channels", "8", "-o", out)
     assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
     assert "wrote" not in r.stdout + r.stderr and "torch.save" in r.stderr
@@ -132,19 +132,19 @@ def test_the_written_model_is_read_back(arch: Path, monkeypatch: pytest.MonkeyPa
         real([(p, d[:-1] if isinstance(d, bytes) else d) for p, d in files], *a, **k)
 
     monkeypatch.setattr(atomic, "_write_all", short)
-    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'net.py'}:plain",
+    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'hostile4_net.py'}:plain",
             "--input-shape", "1,16,8,8", "--min-channels", "8", "-o", arch / "o.pt")
     assert r.exit_code == 1 and "not what was written" in r.stderr, r.stderr
     assert "wrote" not in r.stdout
 
 
 def test_user_code_printing_keeps_json_clean(arch: Path) -> None:
-    r = run("compare", "--arch", f"{arch / 'net.py'}:talks", "--input-shape", "1,16,8,8",
+    r = run("compare", "--arch", f"{arch / 'hostile4_net.py'}:talks", "--input-shape", "1,16,8,8",
             "--json")
     assert r.exit_code == 0, r.stderr
     json.loads(r.stdout)  # nothing but the report
     assert "constructor says hello" in r.stderr and "more noise" in r.stderr
-    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'net.py'}:talks",
+    r = run("convert", arch / "q.pt", "--arch", f"{arch / 'hostile4_net.py'}:talks",
             "--input-shape", "1,16,8,8", "--min-channels", "8", "-o", arch / "t.pt", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["cases"][0]["written"]
@@ -194,7 +194,7 @@ def test_a_harness_exception_passes_through_the_command(
     torch.save(torch.randn(8, 16, 8, 8), arch / "cal.pt")
     with pytest.raises(HarnessTimeout):
         runner.invoke(app, ["convert", str(arch / "q.pt"), "--arch",
-                            f"{arch / 'net.py'}:plain", "--min-channels", "8", "-o",
+                            f"{arch / 'hostile4_net.py'}:plain", "--min-channels", "8", "-o",
                             str(arch / "d.pt"), "--calibration-data", str(arch / "cal.pt"),
                             "--distill-steps", "2"], catch_exceptions=False)
 
@@ -359,7 +359,7 @@ def test_apply_plan_errors_name_the_file_and_cut_long_names(tmp_path: Path) -> N
 
 def test_a_deep_plan_beside_a_model_is_one_line_naming_it(arch: Path) -> None:
     (arch / "q.pt.plan.json").write_text("[" * 200_000 + "]" * 200_000)
-    r = run("compare", "--model", arch / "q.pt", "--arch", f"{arch / 'net.py'}:plain",
+    r = run("compare", "--model", arch / "q.pt", "--arch", f"{arch / 'hostile4_net.py'}:plain",
             "--input-shape", "1,16,8,8")
     assert r.exit_code == 2 and "q.pt.plan.json" in r.stderr, r.stderr
 

@@ -150,14 +150,13 @@ def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
 
 
 def _absolute(r: ConvertRequest) -> ConvertRequest:
-    """The request's files as absolute paths (against the folder dsconv started in): user
-    code that calls ``os.chdir`` cannot move an output or swap an input."""
+    """The request's outputs as absolute paths (against the folder dsconv started in):
+    user code that calls ``os.chdir`` cannot move an output. The inputs (model, data) are
+    read before any user code runs, and keep the names the user gave."""
     def ab(p: Path | None) -> Path | None:
         return None if p is None else p.absolute()
 
-    return dataclasses.replace(r, model=r.model.absolute(), output=ab(r.output),
-                               export=ab(r.export), calibration_data=ab(r.calibration_data),
-                               eval_data=ab(r.eval_data))
+    return dataclasses.replace(r, output=ab(r.output), export=ab(r.export))
 
 
 def environment(map_location: str) -> dict[str, Any]:

@@ -367,7 +367,7 @@ def _ds_table(model: Any, input_shape: tuple[int, ...], plan: PlanOptions, a: Mo
     found = [(f, c) for f, c in candidates(model, plan, input_shape) if f.name in ms]
     with hooks.progress(len(found), "timing layers") as advance:
         table, _ = layer_table(found, session, weight_error, warn=hooks.warn, advance=advance,
-                               also=lambda f: ms.get(f.name))
+                               only=lambda f: [ms[f.name]])
     out = {}
     for t in table:
         la, m = t.times, ms[t.times.name]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from . import __version__
 from .cost import Cost
@@ -23,13 +23,16 @@ __all__ = [
     "BlockStats",
     "BudgetCheck",
     "ComparedCase",
+    "LayerComparison",
     "DsForm",
     "Measurement",
     "ModelAnalysis",
     "ModuleRow",
     "ModuleTime",
     "ProfileCaseResult",
+    "ProfileResult",
     "Reduction",
+    "Rendered",
     "Side",
     "Speedup",
     "Theory",
@@ -75,6 +78,48 @@ def envelope(cases: list[Any], environment: dict[str, Any] | None = None,
     env["cases"] = to_json(cases)
     env.update(to_json(extra))
     return env
+
+
+class Rendered:
+    """What a command's result does beside holding its figures (the Python API's face):
+    :meth:`to_dict` is its case in the command's JSON report, and it renders itself through
+    the command's view (:mod:`dsconv_cli.render.show`): ``print(result)`` is the table at
+    the terminal's width, ``__rich__`` for Rich, ``_repr_markdown_``/``_repr_html_`` the
+    Markdown format for notebooks."""
+
+    #: the function of :mod:`dsconv_cli.render.views` that draws it
+    _view: ClassVar[str] = ""
+
+    def report(self) -> dict[str, Any]:
+        """The whole JSON report this result is the case of (the envelope)."""
+        return envelope([self])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The case as the command's JSON report holds it (NaN and inf as ``None``)."""
+        from .render.formats import json_safe
+
+        data: dict[str, Any] = json_safe(to_json(self))
+        return data
+
+    def __str__(self) -> str:
+        from .render.show import table_text
+
+        return table_text(self.report(), self._view)
+
+    def __rich__(self) -> Any:
+        from .render.show import rich_renderable
+
+        return rich_renderable(self.report(), self._view)
+
+    def _repr_markdown_(self) -> str:
+        from .render.show import markdown_text
+
+        return markdown_text(self.report(), self._view)
+
+    def _repr_html_(self) -> str:
+        from .render.show import html_text
+
+        return html_text(self.report(), self._view)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -228,8 +273,10 @@ class Speedup:
 
 
 @dataclass(frozen=True)
-class ComparedCase:
+class ComparedCase(Rendered):
     """A layer comparison: the standard side against the candidate block."""
+
+    _view = "compare_view"
 
     name: str
     input: dict[str, Any]
@@ -246,6 +293,10 @@ class ComparedCase:
     #: with several --runtime: standard / candidate time in each runtime, and between the
     #: fastest runtime of each side
     speedup_by_runtime: Optional[dict[str, float]] = optional()
+
+
+#: the Python API's name for a layer comparison (``dsconv_cli.compare_layer``)
+LayerComparison = ComparedCase
 
 
 # --------------------------------------------------------------------------- models
@@ -317,8 +368,12 @@ class UncountedOp:
 
 
 @dataclass(frozen=True)
-class ModelAnalysis:
-    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``)."""
+class ModelAnalysis(Rendered):
+    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``).
+
+    ``macs``, ``params``, ``flops`` and ``bytes`` are the totals' (``FLOPs = 2 x MACs``)."""
+
+    _view = "model_view"
 
     name: str
     #: source (file or arch), arch, arch_kwargs, input_shape, counted_on
@@ -340,6 +395,24 @@ class ModelAnalysis:
     #: the same A/B in every runtime asked for (the first is ``speedup``)
     speedup_by_runtime: Optional[list[Speedup]] = optional()
     warnings: Optional[list[str]] = optional()
+    #: module depth the table shows (``--depth``)
+    depth_shown: Optional[int] = optional()
+
+    @property
+    def macs(self) -> int:
+        return int(self.totals["macs"])
+
+    @property
+    def params(self) -> int:
+        return int(self.totals["params"])
+
+    @property
+    def flops(self) -> int:
+        return int(self.totals["flops"])
+
+    @property
+    def bytes(self) -> int:
+        return int(self.totals["bytes"])
 
 
 # --------------------------------------------------------------------------- profile
@@ -361,7 +434,7 @@ ProfileVerdict = Literal["pass", "fail", "error", "planned", "marginal"]
 
 
 @dataclass(frozen=True)
-class ProfileCaseResult:
+class ProfileCaseResult(Rendered):
     """One profile case: what ran, against which budget, and its verdict.
 
     ``verdict`` is the case's outcome and nothing else: ``pass``, ``fail`` (a budget or a
@@ -390,6 +463,48 @@ class ProfileCaseResult:
     #: noisy or implausible measurements (the flags ``compare`` gives them); ``--strict``
     #: makes them failures
     flags: Optional[list[str]] = optional()
+
+    _view = "profile_view"
+
+
+@dataclass(frozen=True)
+class ProfileResult(Rendered):
+    """A whole profile run (``dsconv_cli.profile``): its cases and the rest of the report
+    the command writes. Running never raises for a failed budget: ``passed`` says whether
+    the run would exit 0, ``failures`` what failed, one line each (for an assertion
+    message)."""
+
+    cases: list[ProfileCaseResult]
+    environment: Optional[dict[str, Any]]
+    #: the report's other keys: summary, config, config_digest, exit_status, dry_run...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _view = "profile_view"
+
+    def report(self) -> dict[str, Any]:
+        return envelope(self.cases, self.environment, **self.meta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report, as ``dsconv profile --json`` writes it."""
+        from .render.formats import json_safe
+
+        data: dict[str, Any] = json_safe(self.report())
+        return data
+
+    @property
+    def exit_status(self) -> int:
+        return int(self.meta.get("exit_status", 0))
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def failures(self) -> list[str]:
+        """What failed, one line each, as the report's table lists them first."""
+        from .render.views import profile_view
+
+        return [a for t in profile_view(self.to_dict()) for a in t.alerts]
 
 
 # --------------------------------------------------------------------------- presets
@@ -449,8 +564,10 @@ class PresetFullConv:
 
 
 @dataclass(frozen=True)
-class PresetResult:
+class PresetResult(Rendered):
     """A preset network (``compare --preset``): totals, stages, and when timed, times."""
+
+    _view = "preset_view"
 
     name: str
     model: PresetModel
@@ -696,9 +813,11 @@ class LatencyReport:
 
 
 @dataclass(frozen=True)
-class ConvertResult:
+class ConvertResult(Rendered):
     """``dsconv convert``: per-layer rows, totals, the output check, fidelity, timings,
     and what was written."""
+
+    _view = "convert_view"
 
     name: str
     source: ConvertSource

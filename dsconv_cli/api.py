@@ -379,7 +379,7 @@ _CONVERT_NAMES = frozenset({
     "calibration_data", "eval_data", "refine_steps", "distill_steps", "calibration_batch",
     "min_agreement", "max_output_error", "seed", "arch", "arch_kwargs", "trust_pickle",
     "state_dict_key", "map_location", "runtime", "device", "threads", "memory_format",
-    "recalibrate", "progress", "path", "force"})
+    "recalibrate", "progress", "path", "force", "export"})
 
 
 class Conversion:

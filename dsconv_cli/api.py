@@ -479,6 +479,18 @@ class Conversion:
         return info
 
 
+def _check_latency(latency: float | None, target_macs: float | None) -> None:
+    """``target_latency``: a fraction (0, 1) of the original's latency, not beside
+    ``target_macs``."""
+    if latency is None:
+        return
+    if not (math.isfinite(latency) and 0 < latency < 1):
+        raise InputError("--target-latency must be a fraction in (0, 1) of the original's "
+                         f"latency, got {latency}")
+    if target_macs is not None:
+        raise InputError("give --target-macs or --target-latency, not both")
+
+
 def _data(name: str, value: Any) -> Any:
     """Calibration or eval inputs: a tensor as is, an array as a tensor, else a path."""
     if value is None or isinstance(value, (str, os.PathLike)):
@@ -543,13 +555,7 @@ def convert(
         _check_fit(cal, held, refine_steps, calibration_batch, f["min_agreement"],
                    f["max_output_error"], distill_steps)
         _check_budget(f["target_macs"], f["energy"], m, how)
-        latency = f["target_latency"]
-        if latency is not None:
-            if not (math.isfinite(latency) and 0 < latency < 1):
-                raise InputError("--target-latency must be a fraction in (0, 1) of the "
-                                 f"original's latency, got {latency}")
-            if f["target_macs"] is not None:
-                raise InputError("give --target-macs or --target-latency, not both")
+        _check_latency(f["target_latency"], f["target_macs"])
         if not 0 <= seed < 1 << 64:
             raise InputError(f"--seed must be 0 to 2**64 - 1, got {seed}")
         plan = _plan_options(min_channels, _globs("include", include),

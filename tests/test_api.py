@@ -415,7 +415,8 @@ def test_profile_returns_passed_and_failures(capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.parametrize("config,error,match", [
     ({"cases": [{"name": "a", "layer": {"in": 8, "hw": 8, "strid": 2}}]},
-     dsconv_cli.ConfigError, r"^config: cases\[0\]\.layer\.strid: unknown key 'strid'; allowed: kind, in,"),
+     dsconv_cli.ConfigError,
+     r"^config: cases\[0\]\.layer\.strid: unknown key 'strid'; allowed: kind, in,"),
     ({"cases": []}, dsconv_cli.ConfigError, "cases"),
     ({"version": 2, "cases": []}, dsconv_cli.ConfigError, "needs a newer dsconv"),
     ([1, 2], dsconv_cli.InputError, "'config': expected a path"),
@@ -431,7 +432,8 @@ def test_profile_refuses_what_a_config_cannot_grant(tmp_path: Path) -> None:
                                              "input_shape": [1, 3, 32, 32],
                                              "trust_pickle": True}}]}
     torch.save(small_resnet(), tmp_path / "m.pt")
-    with pytest.raises(dsconv_cli.ConfigError, match="^config: cases\\[0\\].model.trust_pickle: case 'm' sets trust_pickle"):
+    with pytest.raises(dsconv_cli.ConfigError,
+                       match=r"^config: cases\[0\]\.model\.trust_pickle: case 'm' sets"):
         dsconv_cli.profile(cfg, dry_run=True)
 
 

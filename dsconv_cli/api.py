@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -182,11 +181,12 @@ def _hooks(progress: bool) -> Hooks:
     return Hooks(status=LOG.info, warn=LOG.warning, progress=bar)
 
 
-def _measure_options(device: Any, dtype: Any, threads: Any, memory_format: Any,
-                     min_time: Any, warmup: Any, rounds: Any, runtime: Any) -> MeasureOptions:
-    """How to measure, checked by the command line's own checks."""
+def _measure_values(device: Any, dtype: Any, threads: Any, memory_format: Any,
+                    min_time: Any, warmup: Any, rounds: Any, runtime: Any) -> tuple[Any, ...]:
+    """The measurement keywords as the command line's option values (its enums, a runtime
+    list as text), their types and choices checked."""
     from .cli.common import finite
-    from .cli.options import Device, Dtype, MemoryFormat, measure_options
+    from .cli.options import Device, Dtype, MemoryFormat
     from .options import choose
 
     device = choose("--device", _str("device", device), [d.value for d in Device])
@@ -200,9 +200,17 @@ def _measure_options(device: Any, dtype: Any, threads: Any, memory_format: Any,
         runtime = ",".join(runtime)
     min_time = _float("min_time", min_time, optional=False)
     finite("--min-time", min_time, hi=3600)
-    return measure_options(Device(device), Dtype(dtype), _int("threads", threads, True),
-                           MemoryFormat(memory_format), min_time, _int("warmup", warmup),
-                           _int("rounds", rounds), runtime)
+    return (Device(device), Dtype(dtype), _int("threads", threads, True),
+            MemoryFormat(memory_format), min_time, _int("warmup", warmup),
+            _int("rounds", rounds), runtime)
+
+
+def _measure_options(*values: Any) -> MeasureOptions:
+    """How to measure (:func:`_measure_values`' arguments), checked by the command line's
+    own checks."""
+    from .cli.options import measure_options
+
+    return measure_options(*_measure_values(*values))
 
 
 def _is_module(model: Any) -> bool:
@@ -479,18 +487,6 @@ class Conversion:
         return info
 
 
-def _check_latency(latency: float | None, target_macs: float | None) -> None:
-    """``target_latency``: a fraction (0, 1) of the original's latency, not beside
-    ``target_macs``."""
-    if latency is None:
-        return
-    if not (math.isfinite(latency) and 0 < latency < 1):
-        raise InputError("--target-latency must be a fraction in (0, 1) of the original's "
-                         f"latency, got {latency}")
-    if target_macs is not None:
-        raise InputError("give --target-macs or --target-latency, not both")
-
-
 def _data(name: str, value: Any) -> Any:
     """Calibration or eval inputs: a tensor as is, an array as a tensor, else a path."""
     if value is None or isinstance(value, (str, os.PathLike)):
@@ -518,8 +514,9 @@ def convert(
     max_output_error: float | None = None, seed: int = 0, arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None, trust_pickle: bool = False,
     state_dict_key: str | None = None, map_location: str = "cpu",
-    runtime: str | Sequence[str] = "eager", device: str = "cpu", threads: int | None = None,
-    memory_format: str = "nchw", recalibrate: bool = False, progress: bool = False,
+    runtime: str = "eager", device: str = "cpu", threads: int | None = None,
+    memory_format: str = "nchw", min_time: float = 0.2, warmup: int = 3, rounds: int = 10,
+    recalibrate: bool = False, progress: bool = False,
 ) -> Conversion:
     """Replace the eligible Conv2d layers of ``model`` (a live ``nn.Module``, left as it
     was, or a saved model file loaded as ``dsconv convert`` loads it) with depthwise
@@ -530,9 +527,12 @@ def convert(
     written: :meth:`Conversion.save` and :meth:`Conversion.export` write. A conversion
     that ``min_agreement`` or ``max_output_error`` refuses raises :class:`BudgetError`.
 
-    ``target_latency`` (a fraction (0, 1) of the original's latency) is measured in
-    ``runtime`` on ``device`` with ``threads`` in ``memory_format``. Imports torch."""
-    from .cli.convert import Init, _check_budget, _check_fit, _plan_options
+    ``target_latency`` (a fraction (0, 1) of the original's latency; it picks the ranks
+    itself) is measured in ``runtime`` on ``device`` with ``threads`` in ``memory_format``
+    (``min_time``, ``warmup``, ``rounds`` as on the command line); a target missed raises
+    :class:`BudgetError`. Imports torch."""
+    from .cli.convert import Init, _check_budget, _check_fit, _check_latency, _plan_options
+    from .cli.options import parse_arch_kwargs
     from .options import choose
     from .services.convert import ConvertRequest, convert_kept
 
@@ -541,38 +541,38 @@ def convert(
         if live and not _is_module(model):
             raise _expected("model", "an nn.Module or a model file", model)
         cal, held = _data("calibration_data", calibration_data), _data("eval_data", eval_data)
-        ints = {"refine_steps": refine_steps, "distill_steps": distill_steps,
-                "calibration_batch": calibration_batch, "min_channels": min_channels,
-                "seed": seed}
-        for name, value in ints.items():
+        for name, value in (("refine_steps", refine_steps), ("distill_steps", distill_steps),
+                            ("calibration_batch", calibration_batch), ("seed", seed),
+                            ("min_channels", min_channels)):
             _int(name, value)
-        floats = {"target_macs": target_macs, "target_latency": target_latency,
-                  "energy": energy, "max_error": max_error, "min_agreement": min_agreement,
-                  "max_output_error": max_output_error}
-        f = {name: _float(name, value) for name, value in floats.items()}
+        f = {name: _float(name, value) for name, value in (
+            ("target_macs", target_macs), ("target_latency", target_latency),
+            ("energy", energy), ("max_error", max_error), ("min_agreement", min_agreement),
+            ("max_output_error", max_output_error))}
         m = _int("depth_multiplier", depth_multiplier, True)
         how = Init(choose("--init", _str("init", init), [i.value for i in Init]))
         _check_fit(cal, held, refine_steps, calibration_batch, f["min_agreement"],
                    f["max_output_error"], distill_steps)
         _check_budget(f["target_macs"], f["energy"], m, how)
-        _check_latency(f["target_latency"], f["target_macs"])
-        if not 0 <= seed < 1 << 64:
+        shape = _shape_text("input_shape", input_shape, True)
+        dev, _, n, layout, t_min, warm, blocks, rt = _measure_values(
+            device, "fp32", threads, memory_format, min_time, warmup, rounds,
+            _str("runtime", runtime))
+        measure = _check_latency(f["target_latency"], f["target_macs"], f["energy"], m, how,
+                                 shape, rt, dev, n, layout, t_min, warm, blocks)
+        if not 0 <= seed < 1 << 64:  # the command's check: torch's seeds are 64-bit
             raise InputError(f"--seed must be 0 to 2**64 - 1, got {seed}")
         plan = _plan_options(min_channels, _globs("include", include),
                              _globs("exclude", exclude), 1 if m is None else m, how,
                              f["energy"], f["max_error"], _bool("allow_larger", allow_larger))
-        kwargs = _json_text("arch_kwargs", arch_kwargs)
-        from .cli.options import parse_arch_kwargs
-
-        measure = _measure_options(device, "fp32", threads, memory_format, 0.2, 3, 10, runtime)
         request = ConvertRequest(
             model=Path(type(model).__name__) if live else Path(model),  # type: ignore[arg-type]
             module=cast("nn.Module", model) if live else None, dry_run=True, plan=plan,
-            input_shape=_shape_text("input_shape", input_shape, True),
-            map_location=_str("map_location", map_location),
+            input_shape=shape, map_location=_str("map_location", map_location),
             trust_pickle=_bool("trust_pickle", trust_pickle),
             state_dict_key=_str("state_dict_key", state_dict_key, True),
-            arch=_str("arch", arch, True), arch_kwargs=parse_arch_kwargs(kwargs),
+            arch=_str("arch", arch, True),
+            arch_kwargs=parse_arch_kwargs(_json_text("arch_kwargs", arch_kwargs)),
             target_macs=f["target_macs"], seed=seed, calibration_data=cal, eval_data=held,
             refine_steps=refine_steps, distill_steps=distill_steps,
             calibration_batch=calibration_batch, min_agreement=f["min_agreement"],

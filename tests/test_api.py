@@ -348,10 +348,13 @@ def test_a_refused_conversion_raises_budget_error() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"target_latency": 1.5}, "^target_latency must be a fraction in \\(0, 1\\)"),
-    ({"target_latency": float("nan")}, "^target_latency"),
+    ({"target_latency": 1.5}, "^target_latency must be a finite number \\(0, 1\\), got 1.5$"),
+    ({"target_latency": float("nan")}, "^target_latency must be a finite number"),
     ({"target_latency": "fast"}, "'target_latency': expected a number"),
-    ({"target_latency": 0.5, "target_macs": 0.5}, "target_macs or target_latency"),
+    ({"target_latency": 0.5, "target_macs": 0.5},
+     "^target_latency picks the multipliers itself: drop target_macs$"),
+    ({"target_latency": 0.5, "runtime": "eager,compile"}, "one runtime"),
+    ({"target_latency": 0.5, "memory_format": "both"}, "^memory_format: .* one layout"),
     ({"depth_multiplier": 0}, "^depth_multiplier must be >= 1, got 0$"),
     ({"distill_steps": 10}, "^distill_steps trains on data: give calibration_data$"),
     ({"calibration_batch": 0}, "^calibration_batch must be 1 to 65536, got 0$"),
@@ -365,6 +368,40 @@ def test_a_refused_conversion_raises_budget_error() -> None:
 def test_convert_bad_input(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(dsconv_cli.InputError, match=match):
         dsconv_cli.convert(small_resnet(), (1, 3, 32, 32), **kwargs)
+
+
+def tiny_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+FAST = {"min_time": 0.01, "threads": 1}
+
+
+def test_target_latency_is_wired_to_the_measurement() -> None:
+    net = tiny_net()
+    before = snapshot(net)
+    try:
+        c = dsconv_cli.convert(net, (1, 3, 16, 16), target_latency=0.9, **FAST)
+    except dsconv_cli.BudgetError as e:  # missed on a loaded machine: nothing to keep
+        assert str(e).startswith("target_latency 0.9: ")
+        return
+    finally:
+        assert same_state(net, before)
+    lat = c.latency
+    assert (lat.target, lat.runtime, lat.threads) == (0.9, "eager", 1)
+    assert lat.verdict in ("met", "met within its interval")
+    assert [la.name for la in lat.layers] == ["2", "4"]  # the eligible convs
+    chosen = {la.name: la.chosen for la in lat.layers if la.chosen}
+    assert {n: m[0].out_channels // m[0].in_channels for n, m in c.model.named_children()
+            if isinstance(m, nn.Sequential)} == chosen
+
+
+def test_an_unreachable_target_latency_raises_budget_error() -> None:
+    with pytest.raises(dsconv_cli.BudgetError, match="^target_latency 0.02: "):
+        dsconv_cli.convert(tiny_net(), (1, 3, 16, 16), target_latency=0.02, **FAST)
 
 
 def test_convert_messages_are_the_clis(tmp_path: Path) -> None:

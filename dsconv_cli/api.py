@@ -602,22 +602,21 @@ def _config(config: Any) -> tuple[Any, Path | None]:
     return load_config(path), path
 
 
-def _meta(path: Path | None, config: Any, only: list[str] | None) -> dict[str, Any]:
-    """The report keys that identify the config: a file's as the command writes them, a
-    dict's digest from its canonical JSON."""
+def _meta(path: Path | None, config: Any, only: list[str] | None, planned: list[Any],
+          strict: bool) -> dict[str, Any]:
+    """The report keys that identify the run, as the command writes them; a dict's
+    digest is of its canonical JSON."""
     import hashlib
     import json
 
     from .services.gate import run_meta
 
+    names = [pc.name for pc in planned]
     if path is not None:
-        return run_meta(path, None, only)
+        return run_meta(path, None, only, names, strict)
     text = json.dumps(config, sort_keys=True, default=str).encode()
-    meta: dict[str, Any] = {"config": "<dict>",
-                            "config_digest": hashlib.sha256(text).hexdigest()[:16]}
-    if only:
-        meta["only"] = list(only)
-    return meta
+    return run_meta("<dict>", None, only, names, strict,
+                    digest=hashlib.sha256(text).hexdigest()[:16])
 
 
 def profile(
@@ -648,7 +647,7 @@ def profile(
                     trust_code=_bool("trust_code", trust_code))
         picked = _globs("only", only)
         planned = plan_cases(cfg, picked)
-        meta = _meta(path, config, picked)
+        meta = _meta(path, config, picked, planned, _bool("strict", strict))
         base_path = _path("baseline", baseline)
         base = load_report(base_path) if base_path is not None else None
         if _bool("dry_run", dry_run):
@@ -677,7 +676,7 @@ def profile(
     cases = run.cases
     if base is not None:
         cases = apply_baseline(cases, base, threshold, run.environment,
-                               _bool("normalize", normalize))
+                               _bool("normalize", normalize), strict)
     env = run_report(run, cases, meta)
     return ProfileResult(cases, env.get("environment"), _rest(env))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 from . import __version__
 from .cost import Cost
@@ -37,6 +37,7 @@ __all__ = [
     "LatencyLayer",
     "LatencyReport",
     "LatencyRound",
+    "LayerComparison",
     "LayerOutputError",
     "Measurement",
     "ModelAnalysis",
@@ -48,8 +49,10 @@ __all__ = [
     "PresetResult",
     "PresetStage",
     "ProfileCaseResult",
+    "ProfileResult",
     "ProfileVerdict",
     "Reduction",
+    "Rendered",
     "Side",
     "Speedup",
     "Theory",
@@ -59,7 +62,6 @@ __all__ = [
     "optional",
     "report_schema",
     "to_json",
-    "type",
 ]
 
 SCHEMA_VERSION = 1
@@ -97,6 +99,48 @@ def envelope(cases: list[Any], environment: dict[str, Any] | None = None,
     env["cases"] = to_json(cases)
     env.update(to_json(extra))
     return env
+
+
+class Rendered:
+    """What a command's result does beside holding its figures (the Python API's face):
+    :meth:`to_dict` is its case in the command's JSON report, and it renders itself through
+    the command's view (:mod:`dsconv_cli.render.show`): ``print(result)`` is the table at
+    the terminal's width, ``__rich__`` for Rich, ``_repr_markdown_``/``_repr_html_`` the
+    Markdown format for notebooks."""
+
+    #: the function of :mod:`dsconv_cli.render.views` that draws it
+    _view: ClassVar[str] = ""
+
+    def report(self) -> dict[str, Any]:
+        """The whole JSON report this result is the case of (the envelope)."""
+        return envelope([self])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The case as the command's JSON report holds it (NaN and inf as ``None``)."""
+        from .render.formats import json_safe
+
+        data: dict[str, Any] = json_safe(to_json(self))
+        return data
+
+    def __str__(self) -> str:
+        from .render.show import table_text
+
+        return table_text(self.report(), self._view)
+
+    def __rich__(self) -> Any:
+        from .render.show import rich_renderable
+
+        return rich_renderable(self.report(), self._view)
+
+    def _repr_markdown_(self) -> str:
+        from .render.show import markdown_text
+
+        return markdown_text(self.report(), self._view)
+
+    def _repr_html_(self) -> str:
+        from .render.show import html_text
+
+        return html_text(self.report(), self._view)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -171,8 +215,10 @@ class Theory:
 
 
 @dataclass(frozen=True)
-class ComparedCase:
+class ComparedCase(Rendered):
     """A layer comparison: the standard side against the candidate block."""
+
+    _view = "compare_view"
 
     name: str
     input: dict[str, Any]
@@ -191,6 +237,10 @@ class ComparedCase:
     speedup_by_runtime: Optional[dict[str, float]] = optional()
 
 
+#: the Python API's name for a layer comparison (``dsconv_cli.compare_layer``)
+LayerComparison = ComparedCase
+
+
 # --------------------------------------------------------------------------- the rest
 
 #: where each result class of another command lives (imported on first use)
@@ -205,6 +255,7 @@ _ELSEWHERE: dict[str, str] = {
     "ModelAnalysis": "results_model",
     "BudgetCheck": "results_profile",
     "ProfileCaseResult": "results_profile",
+    "ProfileResult": "results_profile",
     "ProfileVerdict": "results_profile",
     "PresetModel": "results_presets",
     "PresetStage": "results_presets",
@@ -240,9 +291,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # for mypy; at run time __getattr__ imports them on first use
-    from .object import (
-        type,
-    )
     from .results_convert import (
         ConvertChoices,
         ConvertExport,
@@ -278,6 +326,7 @@ if TYPE_CHECKING:  # for mypy; at run time __getattr__ imports them on first use
     from .results_profile import (
         BudgetCheck,
         ProfileCaseResult,
+        ProfileResult,
         ProfileVerdict,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .results import optional
+from .results import Rendered, optional
 
 __all__ = [
     "ConvertChoices", "ConvertExport", "ConvertLayer", "ConvertResult", "ConvertSource",
@@ -252,9 +252,11 @@ class LatencyReport:
 
 
 @dataclass(frozen=True)
-class ConvertResult:
+class ConvertResult(Rendered):
     """``dsconv convert``: per-layer rows, totals, the output check, fidelity, timings,
     and what was written."""
+
+    _view = "convert_view"
 
     name: str
     source: ConvertSource

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .results import optional
+from .results import Rendered, optional
 from .results_measure import Measurement, Speedup
 
 __all__ = [
@@ -86,8 +86,12 @@ class UncountedOp:
 
 
 @dataclass(frozen=True)
-class ModelAnalysis:
-    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``)."""
+class ModelAnalysis(Rendered):
+    """A whole model counted at the ATen dispatch level (``compare --model FILE``/``--arch``).
+
+    ``macs``, ``params``, ``flops`` and ``bytes`` are the totals' (``FLOPs = 2 x MACs``)."""
+
+    _view = "model_view"
 
     name: str
     #: source (file or arch), arch, arch_kwargs, input_shape, counted_on
@@ -109,3 +113,21 @@ class ModelAnalysis:
     #: the same A/B in every runtime asked for (the first is ``speedup``)
     speedup_by_runtime: Optional[list[Speedup]] = optional()
     warnings: Optional[list[str]] = optional()
+    #: module depth the table shows (``--depth``)
+    depth_shown: Optional[int] = optional()
+
+    @property
+    def macs(self) -> int:
+        return int(self.totals["macs"])
+
+    @property
+    def params(self) -> int:
+        return int(self.totals["params"])
+
+    @property
+    def flops(self) -> int:
+        return int(self.totals["flops"])
+
+    @property
+    def bytes(self) -> int:
+        return int(self.totals["bytes"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .results import CostTotals, optional
+from .results import CostTotals, Rendered, optional
 from .results_measure import Measurement
 
 __all__ = [
@@ -74,8 +74,10 @@ class PresetFullConv:
 
 
 @dataclass(frozen=True)
-class PresetResult:
+class PresetResult(Rendered):
     """A preset network (``compare --preset``): totals, stages, and when timed, times."""
+
+    _view = "preset_view"
 
     name: str
     model: PresetModel

@@ -8,10 +8,10 @@ X`` finds them all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .results import optional
+from .results import Rendered, envelope, optional
 from .results_measure import Measurement, Speedup
 
 __all__ = [
@@ -36,7 +36,7 @@ ProfileVerdict = Literal["pass", "fail", "error", "planned", "marginal"]
 
 
 @dataclass(frozen=True)
-class ProfileCaseResult:
+class ProfileCaseResult(Rendered):
     """One profile case: what ran, against which budget, and its verdict.
 
     ``verdict`` is the case's outcome and nothing else: ``pass``, ``fail`` (a budget or a
@@ -65,3 +65,45 @@ class ProfileCaseResult:
     #: noisy or implausible measurements (the flags ``compare`` gives them); ``--strict``
     #: makes them failures
     flags: Optional[list[str]] = optional()
+
+    _view = "profile_view"
+
+
+@dataclass(frozen=True)
+class ProfileResult(Rendered):
+    """A whole profile run (``dsconv_cli.profile``): its cases and the rest of the report
+    the command writes. Running never raises for a failed budget: ``passed`` says whether
+    the run would exit 0, ``failures`` what failed, one line each (for an assertion
+    message)."""
+
+    cases: list[ProfileCaseResult]
+    environment: Optional[dict[str, Any]]
+    #: the report's other keys: summary, config, config_digest, exit_status, dry_run...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _view = "profile_view"
+
+    def report(self) -> dict[str, Any]:
+        return envelope(self.cases, self.environment, **self.meta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report, as ``dsconv profile --json`` writes it."""
+        from .render.formats import json_safe
+
+        data: dict[str, Any] = json_safe(self.report())
+        return data
+
+    @property
+    def exit_status(self) -> int:
+        return int(self.meta.get("exit_status", 0))
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def failures(self) -> list[str]:
+        """What failed, one line each, as the report's table lists them first."""
+        from .render.views import profile_view
+
+        return [a for t in profile_view(self.to_dict()) for a in t.alerts]

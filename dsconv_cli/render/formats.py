@@ -21,11 +21,13 @@ __all__ = [
     "RENDERERS",
     "OutputFormat",
     "Renderer",
+    "env_width",
     "format_from_path",
     "report_extensions",
     "json_safe",
     "make_console",
     "render_text",
+    "table_parts",
 ]
 
 
@@ -152,28 +154,40 @@ class TableRenderer:
         _ENCODING = getattr(out, "encoding", None)  # cells escaped before the layout
         try:
             with console.capture() as captured:
-                for t in view(env):
-                    self._table(console, t)
+                width = console.width
+                for item, need in table_parts(env, view, width):
+                    console.width = max(width, need)  # --wide: as wide as needed
+                    console.print(item)
+                console.width = width
         finally:
             _ENCODING = None
         write_encodable(out, captured.get())
 
-    @staticmethod
-    def _table(console: Any, t: Table) -> None:
-        for line in ([t.summary] if t.summary else []) + t.alerts:
-            console.print(_cell_text(line), markup=False, highlight=False)
-        width = console.width
-        console.print(_cell_text(t.title), style="bold", markup=False, highlight=False)
-        rt, hidden, console.width = _rich_table(t, width)  # --wide: as wide as needed
-        console.print(rt)
-        console.width = width
+
+def table_parts(env: dict[str, Any], view: View, width: int) -> list[tuple[Any, int]]:
+    """What the table format prints at ``width``, in order: Rich renderables, each with
+    the width it needs (wider than ``width`` only for ``--wide``). Every text a user file
+    may have supplied goes through the sanitiser."""
+    from rich.text import Text
+
+    out: list[tuple[Any, int]] = []
+
+    def line(text: str, style: str = "") -> None:
+        out.append((Text(text, style=style), width))
+
+    for t in view(env):
+        for text in ([t.summary] if t.summary else []) + t.alerts:
+            line(_cell_text(text))
+        line(_cell_text(t.title), "bold")
+        rt, hidden, need = _rich_table(t, width)
+        out.append((rt, need))
         if hidden:
-            console.print(f"hidden at {width} columns: {', '.join(hidden)} "
-                          "(--wide shows all)", markup=False, highlight=False)
+            line(f"hidden at {width} columns: {', '.join(hidden)} (--wide shows all)")
         conventions = t.brief or t.conventions
         for note in [*map(_cell_text, t.notes), *([conventions] if conventions else [])]:
-            console.print(note, markup=False, highlight=False)
-        console.print()
+            line(note)
+        line("")
+    return out
 
 
 def write_encodable(out: IO[str], text: str) -> None:
@@ -222,17 +236,22 @@ def render_text(env: dict[str, Any], fmt: OutputFormat, view: View) -> str:
     return buf.getvalue()
 
 
+def env_width() -> int | None:
+    """The width ``DSCONV_WIDTH`` or ``COLUMNS`` fixes (a value that is not a width is
+    ignored), else None."""
+    for var in ("DSCONV_WIDTH", "COLUMNS"):
+        text = os.environ.get(var, "").strip()
+        if text.isdigit() and 20 <= int(text) <= 10_000:
+            return int(text)
+    return None
+
+
 def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
     """A Rich console whose width and colour come from the environment at call time:
     ``DSCONV_WIDTH`` or ``COLUMNS`` fix the width, ``NO_COLOR`` turns colour off."""
     from rich.console import Console
 
-    width: int | None = None
-    for var in ("DSCONV_WIDTH", "COLUMNS"):  # a value that is not a width is ignored
-        text = os.environ.get(var, "").strip()
-        if text.isdigit() and 20 <= int(text) <= 10_000:
-            width = int(text)
-            break
+    width = env_width()
     stream = file or (sys.stderr if stderr else sys.stdout)
     if width is None and not stream.isatty():
         width = 200  # piped or redirected: don't squeeze tables into 80 columns

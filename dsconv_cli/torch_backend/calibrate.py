@@ -38,11 +38,15 @@ __all__ = ["distill", "fidelity", "load_inputs", "model_dtype", "refit"]
 RIDGE = 1e-6
 
 
-def load_inputs(path: Path, what: str) -> torch.Tensor:
+def load_inputs(path: Path | torch.Tensor, what: str) -> torch.Tensor:
     """N unlabelled inputs, memory-mapped, never read whole: a torch.save'd tensor (loaded
     ``weights_only``, ``mmap``) or a .npy array (``allow_pickle=False``, ``mmap_mode='c'``:
-    a write stays private to the process). :func:`_batches` copies one batch at a time out
-    of it. Meta, sparse, quantized, non-float, empty or non-finite data is an input error."""
+    a write stays private to the process), or a tensor given as is (the Python API).
+    :func:`_batches` copies one batch at a time out of it. Meta, sparse, quantized,
+    non-float, empty or non-finite data is an input error."""
+    if isinstance(path, torch.Tensor):
+        _check_inputs(path, what)
+        return path
     check_input(path, what, "data")  # a FIFO or a device: one line naming the option
     try:
         if path.suffix.lower() == ".npy":

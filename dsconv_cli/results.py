@@ -24,10 +24,12 @@ __all__ = [
     "BudgetCheck",
     "ComparedCase",
     "DsForm",
+    "Int8Timing",
     "Measurement",
     "ModelAnalysis",
     "ModuleRow",
     "ModuleTime",
+    "OpTime",
     "ProfileCaseResult",
     "Reduction",
     "Side",
@@ -124,6 +126,11 @@ class Measurement(BlockStats):
     compile_s: Optional[float] = optional()
     exporter: Optional[str] = optional()
     max_abs_diff: Optional[float] = optional()
+    #: int8 (ONNX Runtime's static quantization): the element type, the weights' scheme
+    #: and the relative output error against the fp32 module on the check input
+    dtype: Optional[str] = optional()
+    scheme: Optional[str] = optional()
+    rel_error: Optional[float] = optional()
 
     def with_share(self, share: float) -> Measurement:
         return dataclasses.replace(self, share_time=round(share, 4))
@@ -163,6 +170,8 @@ class Side(CostTotals):
     #: with several --runtime: each runtime's best layout, and the fastest of them
     measured_by_runtime: Optional[list[Measurement]] = optional()
     fastest: Optional[dict[str, Any]] = optional()
+    #: --dtype int8: this side as int8 against its fp32 self in ONNX Runtime
+    int8: Optional[Int8Timing] = optional()
 
     @classmethod
     def of(cls, c: Cost, spec: str | None = None) -> Side:
@@ -225,6 +234,35 @@ class Speedup:
                                                         round(ab.ci95[1], 4)],
             p_value=float(f"{ab.p_value:.4g}"), verdict=ab.verdict, mde=round(ab.mde, 4),
             rounds=ab.n[0])
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One node type ONNX Runtime ran (its profile), per forward."""
+
+    op: str
+    calls: int
+    ms: float
+    #: of the summed node times
+    share: float
+
+
+@dataclass(frozen=True)
+class Int8Timing:
+    """A module in ONNX Runtime as int8 (static QDQ quantization) beside its fp32 self,
+    timed interleaved in the same process."""
+
+    scheme: str
+    fp32_ms: float
+    int8_ms: float
+    #: fp32 time / int8 time, with its interval: above 1, int8 is faster
+    speedup: Speedup
+    #: ||int8 - fp32|| / ||fp32|| on the check input (the fp32 module in torch)
+    rel_error: float
+    #: the node types ORT ran for the int8 graph, slowest first (its profiling JSON)
+    ops: list[OpTime]
+    #: where int8 is not faster: what ran instead of int8 kernels
+    why: Optional[str] = optional()
 
 
 @dataclass(frozen=True)
@@ -340,6 +378,8 @@ class ModelAnalysis:
     #: the same A/B in every runtime asked for (the first is ``speedup``)
     speedup_by_runtime: Optional[list[Speedup]] = optional()
     warnings: Optional[list[str]] = optional()
+    #: --dtype int8: the model as int8 against its fp32 self in ONNX Runtime
+    int8: Optional[Int8Timing] = optional()
 
 
 # --------------------------------------------------------------------------- profile
@@ -615,6 +655,17 @@ class ConvertExport:
     #: the largest |diff| allowed: the dtype's tolerance times the output's scale
     tolerance: float
     seconds: float
+    #: dimension name -> index, of the input (and first output) left symbolic: {"batch":
+    #: 0} by default, {} with --static-shape (or when the model cannot take a dynamic batch:
+    #: ``note`` says why)
+    dynamic_dims: dict[str, int] = field(default_factory=dict)
+    #: the batch sizes the artifact was run at and checked against the model
+    checked_batches: list[int] = field(default_factory=list)
+    note: Optional[str] = optional()
+    #: --quantize int8: how it was quantized (scheme, format, calibration inputs, the
+    #: nodes kept in fp32) and its relative output error against the converted fp32 model
+    #: on the check inputs
+    int8: Optional[dict[str, Any]] = optional()
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,20 @@ def runtime_notes(std: dict[str, Any], cand: dict[str, Any] | None,
     return out
 
 
+def int8_notes(label: str, q: dict[str, Any] | None) -> list[str]:
+    """``--dtype int8``: one line per side: fp32 and int8 times in ONNX Runtime, int8's
+    speedup with its interval, the quantization error; where int8 is not faster, why."""
+    if not q:
+        return []
+    out = [f"int8 {label} ({q['scheme']}): fp32 {fmt_ms(q['fp32_ms'])} -> int8 "
+           f"{fmt_ms(q['int8_ms'])}, {fmt_speedup(q['speedup'], short=True)} "
+           f"({q['speedup'].get('verdict', '-')}); relative error vs fp32 "
+           f"{sig3(q['rel_error'])}"]
+    if q.get("why"):
+        out.append(f"  {q['why']}")
+    return out
+
+
 LAYER_COLS = ("layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B")
 TIMED_COLS = ("median ms", "IQR ms", "GFLOP/s", "GB/s", "roofline")
 CASES_COLS = ("case", "std params", "params", "params x", "std MACs", "MACs", "MACs x",
@@ -245,6 +259,10 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     if case.get("why"):
         t.notes.append(f"Why: {case['why']}")
     t.notes.extend(runtime_notes(std, cand, case.get("speedup_by_runtime")))
+    t.notes.extend(int8_notes("standard", std.get("int8")))
+    for name, part in cand.get("parts", {}).items():
+        t.notes.extend(int8_notes(name, part.get("int8")))
+    t.notes.extend(int8_notes(f"{cand['kind']} total", cand.get("int8")))
     for w in case.get("warnings", []):
         t.notes.append(f"Note: {w}")
     return t
@@ -815,6 +833,7 @@ def _model_notes(case: dict[str, Any]) -> list[str]:
             notes.append(f"Hooked whole: {fmt_ms(tot['attributed_ms'])} per forward, "
                          f"{fmt_ms(tot['unhooked_ms'])} without hooks in the same runs "
                          f"(hooks add {100 * (tot['hook_overhead'] or 0):+.1f}%).")
+    notes.extend(int8_notes("model", case.get("int8")))
     notes.extend(_vs_notes(case))
     if not m["counted_on"].startswith("meta"):
         notes.append(f"Counted on {m['counted_on']}.")

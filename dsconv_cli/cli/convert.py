@@ -16,7 +16,7 @@ import typer
 from ..errors import InputError
 from ..render import OutputFormat, bind, convert_view, layout_for
 from ..results import envelope
-from ..services.convert import ConvertRequest, environment
+from ..services.convert import ConvertRequest, check_quantize, environment
 from ..services.convert import convert as convert_service
 from .common import (
     HOOKS,
@@ -48,6 +48,8 @@ from .options import (
     MinChannelsOpt,
     MinTimeOpt,
     RecalibrateOpt,
+    QuantizeScheme,
+    QuantizeSchemeOpt,
     ReportOpt,
     RoundsOpt,
     StateDictKeyOpt,
@@ -145,6 +147,30 @@ ExportOpt = Annotated[Optional[Path], typer.Option(
     "converted model first.", rich_help_panel=WRITE, dir_okay=False)]
 
 
+# ------------------------------------------------------------- int8 and export shapes (28)
+INT8 = "int8 (ONNX Runtime static quantization of the --export .onnx)"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+QuantizeOpt = Annotated[Optional[Quantize], typer.Option(
+    "--quantize", help="Quantize the --export .onnx statically after conversion (QDQ, "
+    "calibrated on --calibration-data); its fidelity against the original fp32 model is "
+    "reported and gated by --min-agreement / --max-output-error.", rich_help_panel=INT8,
+    show_default=False)]
+EqualiseOpt = Annotated[bool, typer.Option(
+    "--equalise", help="Cross-layer equalisation of each depthwise/pointwise pair before "
+    "quantizing (same fp32 function, per-channel ranges made alike).", rich_help_panel=INT8)]
+KeepFp32Opt = Annotated[int, typer.Option(
+    "--keep-fp32", metavar="N", help="Keep the N weighted nodes whose int8 error alone is "
+    "largest in fp32 (one quantization per node to find them).", rich_help_panel=INT8)]
+StaticShapeOpt = Annotated[bool, typer.Option(
+    "--static-shape", help="Pin the export to its input's batch size (by default the batch "
+    "dimension is dynamic, checked at two sizes).", rich_help_panel=WRITE)]
+
+
 @handle_errors
 def convert(
     model: ModelArg, output: OutputOpt = None, input_shape: InputShapeOpt = None,
@@ -165,6 +191,10 @@ def convert(
     device: DeviceOpt = Device.cpu, threads: ThreadsOpt = None,
     memory_format: MemoryFormatOpt = MemoryFormat.nchw, min_time: MinTimeOpt = 0.2,
     warmup: WarmupOpt = 3, rounds: RoundsOpt = 10, recalibrate: RecalibrateOpt = False,
+    quantize: QuantizeOpt = None,
+    quantize_scheme: QuantizeSchemeOpt = QuantizeScheme.per_channel,
+    equalise: EqualiseOpt = False, keep_fp32: KeepFp32Opt = 0,
+    static_shape: StaticShapeOpt = False,
     fmt: FormatOpt = OutputFormat.table, as_json: JsonOpt = False, report: ReportOpt = None,
     wide: WideOpt = False, columns: ColumnsOpt = None,
 ) -> None:
@@ -196,7 +226,10 @@ def convert(
         distill_steps=distill_steps,
         calibration_batch=calibration_batch, min_agreement=min_agreement,
         max_output_error=max_output_error, export=export, target_latency=target_latency,
-        measure=measure, recalibrate=recalibrate)
+        measure=measure, recalibrate=recalibrate,
+        quantize=quantize.value if quantize else None, quantize_scheme=quantize_scheme.value,
+        equalise=equalise, keep_fp32=keep_fp32, static_shape=static_shape)
+    check_quantize(request)
     _check_output(model, output, dry_run, force, reports, export,
                   [("--calibration-data", calibration_data), ("--eval-data", eval_data),
                    arch_file("--arch", arch)])

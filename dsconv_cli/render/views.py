@@ -455,12 +455,57 @@ def _convert_notes(case: dict[str, Any]) -> list[str]:
         notes.append(f"Output check: {v['note']}.")
     ex = case.get("export")
     if ex:
-        notes.append(f"Export ({ex['format']}, {fmt_int(ex['bytes'])} bytes): checked on "
-                     f"{fmt_shape(ex['input_shape'])} against the converted model, max |diff| "
-                     f"{sig3(ex['max_abs_diff'])} (allowed {sig3(ex['tolerance'])})")
+        dims = ex.get("dynamic_dims") or {}
+        batches = ex.get("checked_batches") or [ex["input_shape"][0]]
+        shape = ("dynamic " + ", ".join(f"{n} (dim {i})" for n, i in dims.items())
+                 if dims else "static shape")
+        notes.append(f"Export ({ex['format']}, {ex['dtype']}, {fmt_int(ex['bytes'])} bytes, "
+                     f"{shape}): checked at batch {' and '.join(map(str, batches))} against "
+                     f"the converted model, max |diff| {sig3(ex['max_abs_diff'])} (allowed "
+                     f"{sig3(ex['tolerance'])})" + (
+                         f", int8 relative error {sig3(ex['int8']['rel_error'])}"
+                         if ex.get("int8") else ""))
+        if ex.get("note"):
+            notes.append(f"  {ex['note']}")
+    notes.extend(_int8_convert_notes(case))
     notes.extend(f"Warning: {w}" for w in case.get("warnings") or ())
     notes.append(case["output_note"])
     return notes
+
+
+def _int8_convert_notes(case: dict[str, Any]) -> list[str]:
+    """--quantize int8: fidelity against the original fp32 model beside the converted fp32
+    model's; sizes and ORT latencies of the three graphs."""
+    q = case.get("int8")
+    if not q:
+        return []
+
+    def fid(f: dict[str, Any] | None) -> str:
+        if not f:
+            return "-"
+        agree = "-" if f["agreement"] is None else f"{100 * f['agreement']:.2f}%"
+        return f"agreement {agree}, error {sig3(f['rel_output_error'])}"
+
+    f8 = q["fidelity"]
+    fixes = [f"{q['equalised_pairs']} pair(s) equalised"] if q["equalised_pairs"] else []
+    fixes += ["kept in fp32: " + ", ".join(n["node"] for n in q["fp32_nodes"])
+              ] if q["fp32_nodes"] else []
+    out = [f"int8 ({q['scheme']}, {q['format']}, calibrated on {q['calibration_inputs']} "
+           f"inputs{'; ' + '; '.join(fixes) if fixes else ''}) vs the original fp32 on the "
+           f"{f8['on']} inputs (n={f8['n']}): {fid(f8)}; converted fp32: "
+           f"{fid(q.get('fidelity_fp32'))}"]
+    names = {"original_fp32": "original fp32", "converted_fp32": "converted fp32",
+             "converted_int8": "converted int8"}
+    out.append("ONNX Runtime: " + "; ".join(
+        f"{label} {fmt_ms(q['latency_ms'][k]['median_ms'])} ({fmt_bytes(q['bytes'][k])})"
+        for k, label in names.items()))
+    sp = q["speedups"]
+    out.append(f"Speedups: int8 vs converted fp32 "
+               f"{fmt_speedup(sp['converted_int8_vs_converted_fp32'], short=True)}; int8 vs "
+               f"original {fmt_speedup(sp['converted_int8_vs_original_fp32'], short=True)}")
+    if q.get("why"):
+        out.append(f"  {q['why']}")
+    return out
 
 
 def convert_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:

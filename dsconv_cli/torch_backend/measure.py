@@ -515,3 +515,34 @@ def int8_why(ops: list[Any], verdict: str | None) -> str:
         parts.append(f"{100 * fp32_share:.0f}% runs in fp32 between them ("
                      + ", ".join(sorted({o.op for o in fp32})) + ": no int8 kernel)")
     return f"{head}: " + "; ".join(parts)
+
+
+def ort_latencies(graphs: dict[str, bytes], x: torch.Tensor, options: Any) -> dict[str, Any]:
+    """ONNX graphs (name -> bytes; the first is the reference) timed in ONNX Runtime on
+    ``x``, each pair interleaved (``timing.ab_time``): ``latency_ms`` per graph (median
+    and IQR of its blocks in its first pairing) and ``speedups``: "A_vs_B" = time(B) /
+    time(A) with its interval, for every later graph against every earlier one."""
+    import itertools
+
+    from ..stats import compare_samples
+    from .export import onnx_session
+    from .timing import ab_time
+
+    feed_x = x.detach().cpu().contiguous().numpy()
+    fns = {}
+    for name, data in graphs.items():
+        sess = onnx_session(data, options.threads)
+        feed = {sess.get_inputs()[0].name: feed_x}
+        fns[name] = (lambda sess=sess, feed=feed: sess.run(None, feed))
+    latency: dict[str, dict[str, float]] = {}
+    speedups: dict[str, Speedup] = {}
+    for early, late in itertools.combinations(list(graphs), 2):
+        a, b = ab_time(fns[late], fns[early], torch.device("cpu"), min_time=options.min_time,
+                       rounds=options.rounds, warmup=options.warmup, threads=options.threads)
+        for name, st in ((late, a), (early, b)):
+            latency.setdefault(name, {"median_ms": round(st.median_ms, 6),
+                                      "iqr_ms": round(st.iqr_ms, 6)})
+        ab = compare_samples(a.samples_ms or [], b.samples_ms or [])
+        speedups[f"{late}_vs_{early}"] = Speedup(
+            measured=sig(b.median_ms / a.median_ms), theoretical=None).with_ab(ab)
+    return {"latency_ms": {n: latency[n] for n in graphs}, "speedups": speedups}

@@ -109,7 +109,9 @@ def quantize(data: bytes, inputs: torch.Tensor | np.ndarray, scheme: str = "per-
         full = [c for c in chunks if len(c) == fixed]
         chunks = full or [np.resize(arr, (fixed, *arr.shape[1:])).astype(np.float32)]
 
-    class Reader(q.CalibrationDataReader):  # type: ignore[misc]
+    base: Any = q.CalibrationDataReader
+
+    class Reader(base):
         def __init__(self) -> None:
             self.it = iter(chunks)
 
@@ -246,3 +248,35 @@ def equalise(model: nn.Module) -> int:
                 dw.bias.div_(s.to(dw.bias.dtype))
             pw.weight.mul_(s.to(pw.weight.dtype).view(1, -1, 1, 1))
     return len(pairs)
+
+
+# ----------------------------------------------------------------- fp32 fallback
+
+#: node types whose int8 error a sensitivity scan measures (the ones with weights)
+WEIGHTED = ("Conv", "Gemm", "MatMul")
+
+
+def sensitivity(data: bytes, inputs: torch.Tensor, scheme: str = "per-channel",
+                n: int = 64) -> list[tuple[str, float]]:
+    """Each weighted node's int8 error alone: the graph quantized with only that node
+    (every other left fp32), its relative output error against the fp32 graph on the
+    first ``n`` inputs. Largest first: the node whose int8 error dominates leads."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    nodes = [nd.name for nd in model.graph.node if nd.op_type in WEIGHTED]
+    x = inputs[:n].detach().float().cpu()
+    ref = OrtModule(data)
+    dynamic = _input_batch(model) is None
+    want = _run_all(ref, x, dynamic)
+    out = []
+    for name in nodes:
+        q = quantize(data, x, scheme, keep_fp32=[m for m in nodes if m != name])
+        out.append((name, rel_error(_run_all(OrtModule(q.data), x, dynamic), want)))
+    return sorted(out, key=lambda t: -t[1])
+
+
+def _run_all(m: OrtModule, x: torch.Tensor, dynamic: bool) -> torch.Tensor:
+    if dynamic:
+        return m(x)
+    return torch.cat([m(x[i:i + 1]) for i in range(len(x))])

@@ -64,6 +64,7 @@ def _need_ort() -> Any:
         import onnxruntime.quantization as q
     except ImportError:
         raise InputError("int8 needs ONNX Runtime: pip install 'dsconv[onnx]'") from None
+    onnxruntime.set_default_logger_severity(3)  # the quantizer's sessions: errors only
     return onnxruntime, q
 
 

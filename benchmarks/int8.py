@@ -179,6 +179,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> Non
 def digits(quick: bool) -> None:
     from dsconv_cli import apply_plan
     from dsconv_cli.options import MeasureOptions
+    from dsconv_cli.results import OpTime
     from dsconv_cli.torch_backend.calibrate import fidelity
     from dsconv_cli.torch_backend.export import export_onnx
     from dsconv_cli.torch_backend.measure import int8_why, ort_latencies
@@ -189,7 +190,6 @@ def digits(quick: bool) -> None:
         ran_ops,
         sensitivity,
     )
-    from dsconv_cli.results import OpTime
 
     xtr, ytr, xte, yte = load_digits_32()
     d = Path(tempfile.mkdtemp(prefix="dsconv-int8-"))

@@ -348,3 +348,27 @@ def test_equalise_and_keep_fp32_are_reported(tmp_path: Path) -> None:
     assert len(q["fp32_nodes"]) == 1 and q["fp32_nodes"][0]["rel_error_alone"] > 0
     assert q["fidelity"]["on"] == "calibration"
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_every_conv_of_a_fresh_mobilenet_v2_block_runs_int8(tmp_path: Path) -> None:
+    """The exporter shares a fresh block's equal (zero) folded biases through Identity
+    nodes; left so, the quantizer keeps that conv fp32 (a dequantized Conv in ORT)."""
+
+    import dsconv_cli.cli.compare as cc
+    from dsconv_cli.torch_backend.build import build
+
+    vals: dict[str, Any] = {f: None for f in cc.FIELDS}
+    vals.update({"in": "32", "hw": "8", "expansion": "6", "kind": "inverted-residual",
+                 "activation": None})
+    block = build(cc.build_cases(vals, "fp32", 1)[0].candidate).eval()
+    x = torch.randn(1, 32, 8, 8)
+    data, _ = export_onnx(block, x)
+    q = quantize(data, torch.randn(16, 32, 8, 8), "per-channel")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(q.data, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
+    assert ops.count("QLinearConv") == 3 and "Conv" not in ops, ops
+    with torch.no_grad():
+        assert rel(ort_out(q.data, x), block(x)) <= TOLERANCE

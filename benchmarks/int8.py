@@ -71,7 +71,7 @@ LAYERS = [
 
 
 def layers(quick: bool) -> None:
-    min_time = "0.2" if quick else "1"
+    min_time = "0.2" if quick else "0.5"
     print("Layers in ONNX Runtime (random weights), int8 vs fp32 per side: fp32 ms, int8 ms, "
           "speedup fp32/int8 [95% CI] from an interleaved A/B, relative output error of "
           f"int8 vs fp32; {THREADS} threads, batch 1:\n")
@@ -176,7 +176,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> Non
     model.eval()
 
 
-def digits(quick: bool) -> None:
+def digits(quick: bool, train_steps: int | None = None, distill_steps: int | None = None
+           ) -> None:
     from dsconv_cli import apply_plan
     from dsconv_cli.options import MeasureOptions
     from dsconv_cli.results import OpTime
@@ -199,14 +200,14 @@ def digits(quick: bool) -> None:
     np.save(d / "eval.npy", xte.numpy())
     torch.manual_seed(0)
     net = ResNet18Digits()
-    steps = 300 if quick else 1500
+    steps = train_steps or (300 if quick else 1000)
     t0 = time.perf_counter()
     train(net, xtr, ytr, steps)
     t_train = time.perf_counter() - t0
     with torch.no_grad():
         acc = float((net(xte).argmax(1) == yte).float().mean())
     torch.save(net.state_dict(), d / "r18.pt")
-    distill = "200" if quick else "1000"
+    distill = str(distill_steps or (200 if quick else 500))
     arch = f"{Path(__file__).resolve()}:ResNet18Digits"
     t0 = time.perf_counter()
     case = dsconv("convert", str(d / "r18.pt"), "--arch", arch, "-o", str(d / "r18_ds.pt"),
@@ -279,7 +280,7 @@ def digits(quick: bool) -> None:
               f"{f.rel_output_error:.4f} |")
     print(f"\n(the sensitivity scan, one quantization per weighted node: {t_sens:.0f} s)")
 
-    min_time = 0.3 if quick else 1.0
+    min_time = 0.3 if quick else 0.5
     opts = MeasureOptions(threads=THREADS, min_time=min_time, rounds=20 if not quick else 10)
     for batch in (1, 32):
         xb = xte[:batch].contiguous()
@@ -312,13 +313,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-layers", action="store_true")
+    ap.add_argument("--train-steps", type=int)
+    ap.add_argument("--distill-steps", type=int)
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     print("Machine shared with other work while measuring (2 cores); every ratio below comes "
           "from an interleaved A/B in one process.\n")
     if not args.skip_layers:
         layers(args.quick)
-    digits(args.quick)
+    digits(args.quick, args.train_steps, args.distill_steps)
 
 
 if __name__ == "__main__":

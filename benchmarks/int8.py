@@ -19,8 +19,9 @@ layers, measured, and a quantized export that keeps its fidelity.
    original and converted graphs in fp32 and int8 at batch 1 and 32, each pair
    interleaved, with intervals; the node types ORT ran where int8 is slower.
 
-Run from the repo root: .venv/bin/python benchmarks/int8.py [--quick]
-(--quick: shorter training and timing; its output goes to results/int8_quick.txt).
+Run from the repo root: .venv/bin/python benchmarks/int8.py layers|digits [--quick]
+[--train-steps N] [--distill-steps N]; each part writes results/int8_<part>.txt
+(--quick: shorter training and timing, results/int8_<part>_quick.txt).
 """
 
 from __future__ import annotations
@@ -311,22 +312,24 @@ def digits(quick: bool, train_steps: int | None = None, distill_steps: int | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("part", choices=("layers", "digits"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument("--train-steps", type=int)
     ap.add_argument("--distill-steps", type=int)
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
-    print("Machine shared with other work while measuring (2 cores); every ratio below comes "
-          "from an interleaved A/B in one process.\n")
-    if not args.skip_layers:
+    print("Machine shared with other work while measuring (2 cores, load average above 10); "
+          "every ratio below comes from an interleaved A/B in one process.\n")
+    if args.part == "layers":
         layers(args.quick)
-    digits(args.quick, args.train_steps, args.distill_steps)
+    else:
+        digits(args.quick, args.train_steps, args.distill_steps)
 
 
 if __name__ == "__main__":
     from _common import results_to
 
+    part = "layers" if "layers" in sys.argv else "digits"
     quick = "--quick" in sys.argv
-    with results_to("int8_quick" if quick else "int8", save="--skip-layers" not in sys.argv):
+    with results_to(f"int8_{part}" + ("_quick" if quick else "")):
         main()

@@ -559,7 +559,6 @@ def _quantize(r: ConvertRequest, loaded: Loaded, original: nn.Module | None, dat
 
     from ..torch_backend.calibrate import fidelity
     from ..torch_backend.export import export_model, export_onnx
-    from ..torch_backend.loading import forward_once
     from ..torch_backend.measure import int8_why, ort_latencies
     from ..torch_backend.quantize import OrtModule, equalise, quantize, ran_ops, sensitivity
 
@@ -584,11 +583,14 @@ def _quantize(r: ConvertRequest, loaded: Loaded, original: nn.Module | None, dat
                         batch=r.calibration_batch)
 
     with user_code(f"{r.model}: exporting and quantizing the converted model"):
-        x, _ = forward_once(model, data.shape, r.seed)
-        artifact = export_model(model, x, r.export, dynamic=not r.static_shape, int8=make)
-        q = OrtModule(artifact.data, r.measure.threads)
-        batch = r.calibration_batch if artifact.info["dynamic_dims"] else data.shape[0]
         held = data.held if data.held is not None else data.cal
+        # checked on real inputs (random ones fall outside the calibrated ranges)
+        n = data.shape[0]
+        x = held[:n].clone().float()
+        artifact = export_model(model, x, r.export, dynamic=not r.static_shape, int8=make,
+                                x2=held[n:2 * n + 2].clone().float() if len(held) > n else None)
+        q = OrtModule(artifact.data, r.measure.threads)
+        batch = r.calibration_batch if artifact.info["dynamic_dims"] else n
         fid = fidelity(original, q, held, "eval" if data.held is not None else "calibration",
                        batch)
         x = x.contiguous()

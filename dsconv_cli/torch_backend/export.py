@@ -132,7 +132,8 @@ def _run_onnx(data: bytes, x: torch.Tensor) -> torch.Tensor:
 
 
 def export_model(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool = True,
-                 int8: Callable[[bytes], Any] | None = None) -> Artifact:
+                 int8: Callable[[bytes], Any] | None = None,
+                 x2: torch.Tensor | None = None) -> Artifact:
     """``model`` exported in the format ``path``'s suffix picks, for inputs shaped like
     ``x``, and checked: the artifact, loaded from its bytes, against the model on ``x``
     and, with ``dynamic`` (the batch dimension symbolic), on a second batch size too. A
@@ -140,7 +141,9 @@ def export_model(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool = 
     says why (``dynamic_dims`` empty, ``note``). ``int8`` (ONNX only): the checked fp32
     graph -> an :class:`.quantize.Int8`, checked against the model within
     :data:`.quantize.INT8_TOLERANCE` at the same batch sizes; it is the artifact. Any
-    failure is a ``RuntimeFailure`` (exit 1)."""
+    failure is a ``RuntimeFailure`` (exit 1). ``x2``: the second batch's input (default
+    seeded random, of ``x``'s batch + 2); int8 checks want real inputs, inside the
+    calibrated ranges."""
     fmt = export_format(path)
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -155,7 +158,7 @@ def export_model(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool = 
         try:
             if not dynamic:
                 raise _Static
-            x2 = other_batch(x)
+            x2 = other_batch(x) if x2 is None else x2.to(x.device, x.dtype).contiguous()
             with torch.no_grad():
                 want2 = _first_tensor(model(x2))
             data, exporter, err, allowed = _made(fmt, model, [x, x2], [wants[0], want2],

@@ -5,20 +5,22 @@
    residual one): top-1 agreement with the original and relative output error on 512
    held-out inputs, at depth multiplier 1, 2, 3 and at --target-macs 0.5, SVD only,
    calibrated (256 unlabelled inputs) and distilled, and the MACs kept.
-2. A ResNet-18-style network (BasicBlocks 2-2-2-2, width 16) trained 3000 steps here on
-   a generated, seeded seven-segment digits dataset (10 classes, 32x32 RGB, random
-   affine, stroke, colours and noise): the same three at multiplier 1 on 4000 held-out
-   inputs (target: >= 99% top-1 agreement), with 512 and with 2048 calibration inputs,
-   the calibrated and distilled runs with --refine-steps 2. The target's dataset is
-   legible: the ink at least MIN_CONTRAST from the paper in one channel. A second net,
-   trained on digits of any colours (some hidden under the noise, where the original
-   can only guess), is converted beside it with 512 inputs.
+2. The target: a ResNet-18-style network (BasicBlocks 2-2-2-2, width 16, a stride-2 3x3
+   stem) on real handwritten digits, scikit-learn's load_digits (1,797 8x8 images,
+   upsampled bilinear to 32x32, one channel). The split was fixed before any result:
+   train_test_split(test_size=0.33, random_state=0), 1,203 training and 594 held-out
+   images. The original is trained here on the training split with labels (its held-out
+   accuracy in the row); dsconv converts it at multiplier 1 SVD only, calibrated and
+   distilled from the first 512 training images, without labels (--refine-steps 2,
+   --distill-steps 300); agreement and output error on the 594 held-out images (target:
+   >= 99% top-1 agreement). The same row at --target-latency 0.7 (eager, 2 threads).
 3. Calibration on a ResNet-50-sized model (tests/models.py, 25.6M params, 16 layers) with
    128 inputs of 224x224: wall time and peak RSS of the whole convert process (target:
    120 s, 4 GB on 2 cores), beside the memory estimate made before the first batch.
 
-Run from the repo root: .venv/bin/python benchmarks/fidelity.py [--quick] [--skip-resnet50]
-(--quick: multiplier 1 only, shorter training, ResNet-50 at 32 inputs of 112x112; its
+Run from the repo root: .venv/bin/python benchmarks/fidelity.py [--quick] [--skip-patterns]
+[--skip-latency] [--skip-resnet50]
+(--quick: multiplier 1 only for the pattern networks, ResNet-50 at 32 inputs of 112x112; its
 output goes to benchmarks/results/fidelity_quick.txt, the full run's to fidelity.txt).
 """
 
@@ -43,7 +45,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.zoo import ResidualCNN, SmallCNN, patterns, train_on_patterns  # noqa: E402
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
+#: the subprocesses' environment: a fresh cache folder (the per-layer latency table of
+#: --target-latency is measured in this run, never read from an earlier one)
+#: --target-latency is measured in this run, never read from an earlier one) and one
+#: thread (see :data:`THREADS`)
+THREADS = 1
+ENV = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", ""),
+       "DSCONV_CACHE_DIR": tempfile.mkdtemp(), "OMP_NUM_THREADS": str(THREADS)}
 
 
 def convert(path: Path, d: Path, *extra: str) -> dict:
@@ -52,8 +60,13 @@ def convert(path: Path, d: Path, *extra: str) -> dict:
            "--min-channels", "8", "--eval-data", str(d / "eval.npy"), "--json", *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV)
     if p.returncode != 0:
-        raise SystemExit(p.stderr)
+        raise Refused(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else
+                      f"exit {p.returncode}")
     return json.loads(p.stdout)["cases"][0]
+
+
+class Refused(SystemExit):
+    """dsconv convert exited non-zero; the message is its last stderr line."""
 
 
 HEAD = ("| network (accuracy) | setting | MACs after / before | agreement: SVD | calibrated | "
@@ -65,7 +78,8 @@ def three_ways(label: str, path: Path, d: Path, opts: list[str], steps: int,
                load: list[str], fit: tuple[str, ...] = (), cal: str = "cal.pt") -> None:
     """One table row: SVD only, calibrated, calibrated + distilled (``fit``: options of
     the calibrated and distilled runs; ``cal``: the calibration inputs' file)."""
-    plain = convert(path, d, *load, *opts, "--input-shape", d.joinpath("shape").read_text())
+    shape = [] if "--input-shape" in opts else ["--input-shape", d.joinpath("shape").read_text()]
+    plain = convert(path, d, *load, *opts, *shape)
     cal_run = convert(path, d, *load, *opts, *fit, "--calibration-data", str(d / cal))
     dist = convert(path, d, *load, *opts, *fit, "--calibration-data", str(d / cal),
                    "--distill-steps", str(steps))
@@ -82,7 +96,7 @@ def pattern_networks(quick: bool) -> None:
     torch.save(patterns(256, seed=3)[0], d / "cal.pt")
     np.save(d / "eval.npy", patterns(512, seed=4)[0].numpy())
     d.joinpath("shape").write_text("1,3,16,16")
-    print("Pattern task (tests/zoo.py), 256 calibration / 512 held-out inputs, "
+    print("\nPattern task (tests/zoo.py), 256 calibration / 512 held-out inputs, "
           "distilled 200 steps:\n")
     print(HEAD)
     settings = [["--depth-multiplier", "1"]]
@@ -99,56 +113,7 @@ def pattern_networks(quick: bool) -> None:
                        ["--trust-pickle"])
 
 
-# ------------------------------------------------------------ ResNet-18-style on digits
-
-#: the seven segments of a digit in a unit box (x0, y0, x1, y1), and which each digit lights
-SEGMENTS = torch.tensor([
-    [0.25, 0.15, 0.75, 0.15], [0.75, 0.15, 0.75, 0.5], [0.75, 0.5, 0.75, 0.85],
-    [0.25, 0.85, 0.75, 0.85], [0.25, 0.5, 0.25, 0.85], [0.25, 0.15, 0.25, 0.5],
-    [0.25, 0.5, 0.75, 0.5]])
-LIT = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0, 0], [1, 1, 0, 1, 1, 0, 1],
-                    [1, 1, 1, 1, 0, 0, 1], [0, 1, 1, 0, 0, 1, 1], [1, 0, 1, 1, 0, 1, 1],
-                    [1, 0, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1],
-                    [1, 1, 1, 1, 0, 1, 1]], dtype=torch.bool)
-
-
-#: the least difference between ink and paper, in the channel where they differ most
-MIN_CONTRAST = 0.3
-
-
-def digits(n: int, seed: int, hw: int = 32,
-           min_contrast: float = MIN_CONTRAST) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` seven-segment digits, seeded: rotated, sheared, scaled and moved, strokes of
-    random width, random ink and paper colours, pixel noise; normalised."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-
-    def u(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=g)
-
-    ang, scale, shear = (u(n) - 0.5) * 0.5, 0.75 + 0.35 * u(n), (u(n) - 0.5) * 0.4
-    tx, ty = (u(n) - 0.5) * 0.25, (u(n) - 0.5) * 0.25
-    lin = (torch.arange(hw) + 0.5) / hw - 0.5
-    py, px = torch.meshgrid(lin, lin, indexing="ij")
-    c, s = torch.cos(ang)[:, None, None], torch.sin(ang)[:, None, None]
-    xx, yy = px - tx[:, None, None], py - ty[:, None, None]
-    qx = (c * xx + s * yy) / scale[:, None, None] + shear[:, None, None] * yy + 0.5
-    qy = (-s * xx + c * yy) / scale[:, None, None] + 0.5
-    a, d = SEGMENTS[:, :2][None, :, None, None], (SEGMENTS[:, 2:] - SEGMENTS[:, :2])
-    p = torch.stack([qx, qy], -1)[:, None]  # (n, 1, h, w, 2)
-    t = (((p - a) * d[None, :, None, None]).sum(-1) / (d * d).sum(-1)[None, :, None, None])
-    near = a + t.clamp(0, 1)[..., None] * d[None, :, None, None]
-    dist = (p - near).norm(dim=-1).masked_fill(~LIT[y][:, :, None, None], 9.0).amin(1)
-    ink = torch.sigmoid((0.05 + 0.04 * u(n)[:, None, None] - dist) / 0.02)
-    fg, bg = u(n, 3, 1, 1), u(n, 3, 1, 1)
-    # legible: ink within min_contrast of the paper in every channel (13% of draws at 0.3;
-    # under the noise, often invisible) becomes the paper's opposite extreme
-    faint = (fg - bg).abs().amax(1, keepdim=True) < min_contrast
-    fg = torch.where(faint, (bg < 0.5).float(), fg)
-    x = bg + (fg - bg) * ink[:, None] + torch.randn(n, 3, hw, hw, generator=g) * (
-        0.03 + 0.1 * u(n, 1, 1, 1))
-    return ((x - 0.5) / 0.3).float(), y
-
+# ------------------------------------------------------------ ResNet-18-style on real digits
 
 class Basic(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -166,11 +131,13 @@ class Basic(nn.Module):
 
 
 class ResNet18ish(nn.Module):
-    """ResNet-18's layout (BasicBlocks 2-2-2-2, a 3x3 stem for 32x32 inputs), narrower."""
+    """ResNet-18's layout (BasicBlocks 2-2-2-2 after a 3x3 stem), narrower. For 32x32
+    digits the stem has stride 2 (torchvision's ResNet-18 goes to 8x8 there)."""
 
-    def __init__(self, width: int = 16, classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 16, classes: int = 10,
+                 stem_stride: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU())
         blocks: list[nn.Module] = []
         cin = width
@@ -185,56 +152,117 @@ class ResNet18ish(nn.Module):
         return self.fc(self.layers(self.stem(x)).mean((2, 3)))
 
 
-def train_digits(model: nn.Module, steps: int, min_contrast: float = MIN_CONTRAST) -> float:
-    """Adam with a one-cycle schedule on 8192 digits; held-out accuracy on 2000."""
-    x, y = digits(8192, seed=1, min_contrast=min_contrast)
+#: the held-out set, fixed before any result was seen: scikit-learn's train_test_split of
+#: load_digits' 1,797 images with this test share and seed (no stratification), 1,203
+#: training / 594 held-out images
+HELD_OUT, SPLIT_SEED = 0.33, 0
+#: the calibration (and distillation) inputs: the first this many training images, no labels
+CALIBRATION = 512
+#: each 8x8 digit is upsampled to this size (bilinear), one channel
+HW = 32
+#: the original's training: Adam, one-cycle schedule, batches of 64 training images, each
+#: moved up to SHIFT pixels (the paper's value fills in)
+TRAIN_STEPS, SHIFT = 800, 2
+#: the calibrated and distilled runs
+FIT = ("--refine-steps", "2")
+DISTILL_STEPS = 300
+
+
+def real_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sklearn's load_digits split as :data:`HELD_OUT` says, upsampled to HW x HW
+    (bilinear), normalised by the training images' mean and std: (x_train, y_train,
+    x_held, y_held)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=HELD_OUT, random_state=SPLIT_SEED)
+
+    def up(a: np.ndarray) -> torch.Tensor:
+        t = torch.tensor(a, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
+        return nn.functional.interpolate(t, size=(HW, HW), mode="bilinear",
+                                         align_corners=False)
+
+    a, b = up(xtr), up(xte)
+    mean, std = a.mean(), a.std()
+    return (a - mean) / std, torch.tensor(ytr), (b - mean) / std, torch.tensor(yte)
+
+
+def _shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Each image moved by up to SHIFT pixels each way; the paper (the least value) fills in."""
+    pad = nn.functional.pad(x, (SHIFT,) * 4, value=float(x.amin()))
+    dy, dx = torch.randint(0, 2 * SHIFT + 1, (2, len(x)), generator=g).tolist()
+    return torch.stack([p[:, i:i + HW, j:j + HW] for p, i, j in zip(pad, dy, dx, strict=True)])
+
+
+def train_real(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               xt: torch.Tensor, yt: torch.Tensor) -> float:
+    """The original, trained on the training split with labels; its held-out accuracy."""
     opt = torch.optim.Adam(model.parameters(), 2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=TRAIN_STEPS)
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(steps):
+    for _ in range(TRAIN_STEPS):
         idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss = nn.functional.cross_entropy(model(_shifted(x[idx], g)), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
     model.eval()
-    xt, yt = digits(2000, seed=2, min_contrast=min_contrast)
     with torch.no_grad():
         return float((model(xt).argmax(1) == yt).float().mean())
 
 
-def resnet18_digits(quick: bool) -> None:
-    steps = 100 if quick else 1000
-    print(f"\nResNet-18-style (width 16, {sum(p.numel() for p in ResNet18ish().parameters()):,}"
-          f" params) trained {400 if quick else 3000} steps on generated digits; 4000 "
-          f"held-out inputs, distilled {steps} steps. Legible: the ink at least "
-          f"{MIN_CONTRAST} from the paper in one channel (the target's dataset); faint "
-          "allowed: any colours, some digits hidden under the noise:\n")
+def real_digits_setup() -> tuple[Path, str]:
+    """Train the original on real digits; write it, the calibration and the held-out inputs
+    to a new folder. Returns the folder and the row label."""
+    d = Path(tempfile.mkdtemp())
+    x, y, xt, yt = real_digits()
+    torch.save(x[:CALIBRATION].clone(), d / "cal.pt")
+    np.save(d / "eval.npy", xt.numpy())
+    d.joinpath("shape").write_text(f"1,1,{HW},{HW}")
+    torch.manual_seed(0)
+    net = ResNet18ish(in_channels=1, stem_stride=2)
+    t0 = time.perf_counter()
+    acc = train_real(net, x, y, xt, yt)
+    t_train = time.perf_counter() - t0
+    torch.save(net.state_dict(), d / "r18.pt")
+    return d, f"ResNet18ish ({100 * acc:.2f}% on the {len(xt)}, trained {t_train:.0f} s)"
+
+
+#: how the real-digits net is loaded: its class and arguments
+REAL_ARCH = ("--arch", f"{Path(__file__).resolve()}:ResNet18ish",
+             "--arch-kwargs", '{"in_channels": 1, "stem_stride": 2}')
+
+
+def resnet18_real(d: Path, label: str) -> None:
+    """The target rows: multiplier 1, SVD only, calibrated and distilled."""
+    x = torch.load(d / "cal.pt")
+    print(f"ResNet-18-style (width 16, stride-2 stem, "
+          f"{sum(p.numel() for p in ResNet18ish(1, stem_stride=2).parameters()):,} params) on "
+          f"real handwritten digits (scikit-learn's load_digits, 8x8 upsampled to {HW}x{HW} "
+          f"bilinear, one channel): train_test_split(test_size={HELD_OUT}, random_state="
+          f"{SPLIT_SEED}); the original trained {TRAIN_STEPS} steps on the training split "
+          f"with labels; calibration and distillation from the first {len(x)} training "
+          f"images, unlabelled; agreement and output error on the held-out images; "
+          f"distilled {DISTILL_STEPS} steps:\n")
     print(HEAD)
-    runs = [("legible", MIN_CONTRAST, (512, 2048))]
-    if not quick:
-        runs.append(("faint allowed", 0.0, (512,)))
-    for label, contrast, sizes in runs:
-        d = Path(tempfile.mkdtemp())
-        for n in sizes:
-            torch.save(digits(n, seed=3 if n == 512 else 5, min_contrast=contrast)[0],
-                       d / f"cal{n}.pt")
-        np.save(d / "eval.npy", digits(4000, seed=4, min_contrast=contrast)[0].numpy())
-        d.joinpath("shape").write_text("1,3,32,32")
-        torch.manual_seed(0)
-        net = ResNet18ish()
-        t0 = time.perf_counter()
-        acc = train_digits(net, 400 if quick else 3000, contrast)
-        t_train = time.perf_counter() - t0
-        torch.save(net.state_dict(), d / "r18.pt")
-        for n in sizes:
-            three_ways(f"ResNet18ish, {label} ({100 * acc:.1f}%, trained {t_train:.0f} s), "
-                       f"{n} calibration inputs", d / "r18.pt", d,
-                       ["--depth-multiplier", "1"], steps,
-                       ["--arch", f"{Path(__file__).resolve()}:ResNet18ish"],
-                       ("--refine-steps", "2"), f"cal{n}.pt")
+    three_ways(label, d / "r18.pt", d, ["--depth-multiplier", "1"], DISTILL_STEPS,
+               list(REAL_ARCH), FIT)
+
+
+def target_latency_row(d: Path, label: str, fraction: float = 0.7) -> None:
+    """The row for ``convert --target-latency`` on the real-digits net: the same
+    conversion as :func:`resnet18_real`'s, the budget a measured latency fraction (eager,
+    2 threads, batch 1), calibrated and distilled, in the same table. A refusal (the
+    fraction not reached) is a row saying so."""
+    opts = ["--target-latency", str(fraction), "--runtime", "eager", "--threads", "2",
+            "--input-shape", d.joinpath("shape").read_text()]
+    try:
+        three_ways(label, d / "r18.pt", d, opts, DISTILL_STEPS, list(REAL_ARCH), FIT)
+    except Refused as e:
+        print(f"| {label} | {' '.join([*opts, *FIT])} | refused: {e} |")
 
 
 # ------------------------------------------------------------ ResNet-50-sized cost
@@ -286,10 +314,18 @@ def _estimate(model: nn.Module, n: int, hw: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a reduced run (minutes)")
+    ap.add_argument("--skip-patterns", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true",
+                    help="leave out the --target-latency row (it times every layer)")
     ap.add_argument("--skip-resnet50", action="store_true")
     args = ap.parse_args()
-    pattern_networks(args.quick)
-    resnet18_digits(args.quick)
+    torch.set_num_threads(THREADS)
+    d, label = real_digits_setup()
+    resnet18_real(d, label)
+    if not args.skip_latency:
+        target_latency_row(d, label, 0.7)
+    if not args.skip_patterns:
+        pattern_networks(args.quick)
     if not args.skip_resnet50:
         resnet50_cost(args.quick)
 

@@ -10,21 +10,26 @@ is one line and exit 1; a closed stdout (``>&-``) is refused before anything run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, install_signals: bool = False) -> int:
+    """Run the command line; ``install_signals``: dsconv's SIGINT/SIGTERM handlers while it
+    runs (the entry point only: called in-process, dsconv leaves the caller's alone)."""
     try:
         import typer
         from typer._click import exceptions as click_exceptions
 
         from .cli import app
+        from .cli.common import signals
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
     try:
-        rv = app(args=argv, prog_name="dsconv", standalone_mode=False)
+        with signals() if install_signals else contextlib.nullcontext():
+            rv = app(args=argv, prog_name="dsconv", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as e:
         return e.exit_code  # the help was printed
     except click_exceptions.UsageError as e:
@@ -86,7 +91,7 @@ def _entry() -> None:
                   "a file or /dev/null instead)", file=sys.stderr)
         sys.exit(2)
     try:
-        code = main()
+        code = main(install_signals=True)
     except SystemExit as e:  # Rich and click turn a closed pipe into SystemExit(1)
         code = e.code if isinstance(e.code, int) else 1
         if code == 1:

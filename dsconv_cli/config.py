@@ -39,7 +39,8 @@ from .options import did_you_mean
 from .specs import ACTIVATIONS
 from .suite import SOURCE_METRICS, source_of
 
-__all__ = ["Budget", "Config", "check_trust", "json_schema", "load_config"]
+__all__ = ["Budget", "Config", "check_trust", "config_from_data", "json_schema",
+           "load_config"]
 
 StrictCfg = ConfigDict(strict=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 PosInt = Annotated[int, Field(gt=0)]
@@ -400,6 +401,9 @@ def _parse(text: str, name: str) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
+NOT_A_MAPPING = "the config must be a mapping with a 'cases' list"
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config; every problem is a one-line :class:`ConfigError`."""
     name = str(path)
@@ -426,9 +430,18 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {e}", file=name) from None
     if not isinstance(data, dict):
-        raise ConfigError("the config must be a mapping with a 'cases' list", file=name,
-                          line=1)
+        raise ConfigError(NOT_A_MAPPING, file=name, line=1)
     lines = dict(_lines(node)) if node is not None else {}
+    return config_from_data(data, name, path.parent, lines)
+
+
+def config_from_data(data: Any, name: str = "config", base: Path = Path("."),
+                     lines: dict[tuple[Any, ...], int] | None = None) -> Config:
+    """Validate a config already parsed (a YAML file's data, or a dict the Python API was
+    given): errors name ``name`` and the key path; model paths are relative to ``base``."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError(NOT_A_MAPPING, file=name)
     if data.get("version", 1) != 1:
         raise ConfigError(f"config version {data['version']!r} needs a newer dsconv (this one "
                           "reads version 1)", file=name, path="version",
@@ -445,7 +458,7 @@ def load_config(path: Path) -> Config:
         msg, hint = _message(dict(err), p)
         line = next((lines[p[:i]] for i in range(len(p), -1, -1) if p[:i] in lines), None)
         raise ConfigError(msg, file=name, path=fmt_path(p), line=line, hint=hint) from None
-    cfg._file, cfg._dir, cfg._lines = name, path.parent, lines
+    cfg._file, cfg._dir, cfg._lines = name, base, lines
     cpus = os.cpu_count() or 1
     if cfg.threads is not None and cfg.threads > cpus:
         raise cfg.error(f"must be 1 to {cpus} (this machine's logical CPUs), got {cfg.threads}",

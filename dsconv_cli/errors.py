@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "InputError",
     "SIGNALS",
     "Terminated",
+    "USER_RAISES",
     "UserCodeError",
     "interrupt_exit_code",
     "is_real_interrupt",
@@ -144,17 +146,25 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+#: what code the user handed dsconv can raise that is its own failure: everything but the
+#: exceptions of a test harness or the interpreter (pytest-timeout's ``Failed``, anything
+#: not derived from these), which pass through untouched
+USER_RAISES = (Exception, SystemExit, KeyboardInterrupt, GeneratorExit)
+
+
 @contextlib.contextmanager
 def user_code(what: str) -> Iterator[None]:
     """Run user code: whatever it raises (``SystemExit``, ``GeneratorExit``, a
-    ``KeyboardInterrupt`` of its own, any ``BaseException``) becomes a
-    :class:`UserCodeError` naming ``what``; the user's real Ctrl-C or SIGTERM and dsconv's
-    own errors pass through."""
+    ``KeyboardInterrupt`` of its own, any ``Exception``) becomes a :class:`UserCodeError`
+    naming ``what``; the user's real Ctrl-C or SIGTERM, dsconv's own errors and what is
+    not user code's to raise (:data:`USER_RAISES`) pass through. What it prints goes to
+    stderr: stdout holds dsconv's report (``--json``) alone."""
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     except (DsconvError, MemoryError):
         raise
-    except BaseException as e:
+    except USER_RAISES as e:
         if is_real_interrupt(e):
             raise
         raise UserCodeError(f"{what}: {describe(e)}") from e

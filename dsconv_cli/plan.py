@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .cost import cost
+from .names import short_name
 from .specs import ConvSpec, Padding, SeparableSpec
 
 __all__ = ["ConvFacts", "Decision", "PlanOptions", "decide", "plan_layer_dict", "validate_plan"]
@@ -240,8 +241,9 @@ def validate_plan(doc: Any) -> list[dict[str, Any]]:
     version = doc.get("plan_version")
     if isinstance(version, bool) or version != PLAN_VERSION:  # JSON's true is not 1
         newer = isinstance(version, int) and version > PLAN_VERSION
-        raise ValueError(f"plan_version {version!r}: this dsconv reads plan version "
-                         f"{PLAN_VERSION}" + (" (a newer dsconv wrote it)" if newer else ""))
+        raise ValueError(f"plan_version {short_name(repr(version))}: this dsconv reads plan "
+                         f"version {PLAN_VERSION}"
+                         + (" (a newer dsconv wrote it)" if newer else ""))
     arch = doc.get("arch")
     if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("arch"), str)
                                  and isinstance(arch.get("arch_kwargs", {}), dict)):
@@ -254,19 +256,19 @@ def validate_plan(doc: Any) -> list[dict[str, Any]]:
         if not isinstance(la, dict) or not isinstance(la.get("name"), str) or not la["name"]:
             raise ValueError(f"layers[{i}]: expected an object with a layer name")
         if la["name"] in seen:
-            raise ValueError(f"layers[{i}]: layer {la['name']!r} appears twice")
+            raise ValueError(f"layers[{i}]: layer {short_name(la['name'])!r} appears twice")
         seen.add(la["name"])
         for key, hi in (("depth_multiplier", MAX_MULTIPLIER), ("in_channels", 1 << 24),
                         ("out_channels", 1 << 24)):
             v = la.get(key)
             if not _positive_int(v, hi):
                 limit = f"1 to {hi}"
-                raise ValueError(f"layers[{i}] ({la['name']}).{key}: expected {limit}, "
-                                 f"got {v!r}")
+                raise ValueError(f"layers[{i}] ({short_name(la['name'])}).{key}: expected {limit}, "
+                                 f"got {short_name(repr(v))}")
         k = la.get("kernel")
         if not (isinstance(k, list) and len(k) == 2 and all(map(_positive_int, k))):
-            raise ValueError(f"layers[{i}] ({la['name']}).kernel: expected [height, width], "
-                             f"got {k!r}")
+            raise ValueError(f"layers[{i}] ({short_name(la['name'])}).kernel: expected "
+                             f"[height, width], got {short_name(repr(k))}")
     return layers
 
 

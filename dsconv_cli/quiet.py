@@ -8,10 +8,11 @@ after ``import torch``."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 #: loggers whose records are held back (torch's own and what torch.onnx / export load)
 NOISY_LOGGERS = ("torch", "onnxscript", "onnx_ir", "onnxruntime")
@@ -38,32 +39,50 @@ def one_line(text: str, limit: int = 300) -> str:
     return head.rsplit(" ", 1)[0] + " …"
 
 
-class _Hold(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
+class _Held:
+    """One command's hold: the messages held back and, once ``logging`` is in use (torch
+    imports it), a handler on the noisy loggers and what they had before. A command that
+    never imports torch never imports ``logging`` (start-up time)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(f"{record.name}: {record.getMessage()}")
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.handler: Any = None
+        self.saved: list[tuple[Any, list[Any], bool]] = []
+
+    def hold(self) -> None:
+        import logging
+
+        if self.handler is None:
+            messages = self.messages
+
+            class Hold(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    messages.append(f"{record.name}: {record.getMessage()}")
+
+            self.handler = Hold(logging.WARNING)
+            self.saved = [(lg, lg.handlers[:], lg.propagate)
+                          for lg in (logging.getLogger(n) for n in NOISY_LOGGERS)]
+        for logger, _, _ in self.saved:
+            if logger.handlers != [self.handler]:
+                logger.handlers = [self.handler]
+            logger.propagate = False
+
+    def release(self) -> None:
+        for logger, handlers, propagate in self.saved:
+            if logger.handlers == [self.handler]:  # torch may have installed its own
+                logger.handlers = handlers
+                logger.propagate = propagate
 
 
 #: the hold in force (None outside a command): what rehold() re-applies
-_ACTIVE: list[_Hold] = []
-
-
-def _hold_loggers(hold: _Hold) -> None:
-    for name in NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.handlers != [hold]:
-            logger.handlers = [hold]
-        logger.propagate = False
+_ACTIVE: list[_Held] = []
 
 
 def rehold() -> None:
     """Re-apply the hold in force (a library that just configured its loggers, torch on
     import, would otherwise print past it)."""
     if _ACTIVE:
-        _hold_loggers(_ACTIVE[-1])
+        _ACTIVE[-1].hold()
 
 
 @contextlib.contextmanager
@@ -73,12 +92,11 @@ def held_noise(warn: Callable[[str], None], debug: bool = False) -> Iterator[Non
     if debug:
         yield
         return
-    held: list[str] = []
-    saved = [(lg, lg.handlers[:], lg.propagate)
-             for lg in (logging.getLogger(n) for n in NOISY_LOGGERS)]
-    hold = _Hold(held)
+    hold = _Held()
+    held = hold.messages
     _ACTIVE.append(hold)
-    _hold_loggers(hold)
+    if "logging" in sys.modules:  # else nothing has logged yet: rehold() after torch
+        hold.hold()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
@@ -89,9 +107,6 @@ def held_noise(warn: Callable[[str], None], debug: bool = False) -> Iterator[Non
                             if not issubclass(w.category, DeprecationWarning))
     finally:
         _ACTIVE.remove(hold)
-        for logger, handlers, propagate in saved:
-            if logger.handlers == [hold]:  # torch may have installed its own meanwhile
-                logger.handlers = handlers
-                logger.propagate = propagate
+        hold.release()
         for msg in dict.fromkeys(one_line(m) for m in held):
             warn(msg)

@@ -77,3 +77,15 @@ def _fixed_terminal(monkeypatch: pytest.MonkeyPatch, cache_dir: str) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.setenv("DSCONV_CACHE_DIR", cache_dir)
+
+
+@pytest.fixture
+def entry_signals() -> object:
+    """dsconv's SIGINT/SIGTERM handlers armed for this test, as the entry point
+    (``__main__._entry``) arms them: for a test that sends itself a signal, or tells a
+    ``KeyboardInterrupt`` raised by user code from the user's Ctrl-C. An in-process
+    command call never installs them itself."""
+    from dsconv_cli.cli.common import signals
+
+    with signals():
+        yield None

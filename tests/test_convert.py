@@ -532,6 +532,7 @@ class Rude(nn.Module):
     ("interrupt", -1, "copying the model (deepcopy): KeyboardInterrupt"),
     ("interrupt", 0, "KeyboardInterrupt"),  # the first (verification) forward
 ])
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_user_code_never_decides_the_exit_code(tmp_path: Path, what: str, over: int,
                                                needle: str) -> None:
     src, cal, _ = _save(tmp_path, Rude(what, over))
@@ -543,6 +544,7 @@ def test_user_code_never_decides_the_exit_code(tmp_path: Path, what: str, over: 
     assert needle in errors[0] and str(src) in errors[0] and not out.exists()
 
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_a_real_ctrl_c_in_user_code_still_exits_130(tmp_path: Path) -> None:
     src, cal, _ = _save(tmp_path, Rude("sigint"))
     out = tmp_path / "o.pt"

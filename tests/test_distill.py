@@ -90,9 +90,15 @@ def _converted(trained: Path) -> tuple[nn.Module, nn.Module, list[str]]:
     return original, model, [d.facts.name for d in conv.decisions if d.convert]
 
 
-def test_only_the_converted_layers_train(trained: Path) -> None:
+def test_only_the_converted_layers_train(trained: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    from dsconv_cli.torch_backend import calibrate
     from dsconv_cli.torch_backend.calibrate import distill
 
+    # from the SVD start, 20 steps with the logit-KL term (blind to a common offset) can
+    # leave the output error above where it began (then undone); this test is about
+    # which parameters train, so the output term is the relative error alone
+    monkeypatch.setattr(calibrate, "LOGIT_KL", 0.0)
     original, model, names = _converted(trained)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters()
               if not any(n.startswith(f"{x}.") for x in names)}

@@ -21,8 +21,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ("README.md", "benchmarks/README.md")
 
 UNITS = r"(?:x|%|ms|µs|us|s|min|GB/s|GFLOP/s|TFLOP/s|GB|MB|KB|MiB|GiB|KiB)"
-#: a number (thousands commas, decimals) and its unit, standing alone
-FIGURE = re.compile(rf"(?<![\w.\-/+])(\d[\d,]*(?:\.\d+)?)\s?({UNITS})(?![\w/])")
+_NUM = r"\d[\d,]*(?:\.\d+)?"
+#: a number (thousands commas, decimals), its interval or range when it has one
+#: (``3.6 [3.5-3.9]x``, ``10.7 [8.9-12.6] GFLOP/s``), and its unit, standing alone
+FIGURE = re.compile(rf"(?<![\w.\-/+])({_NUM}(?:\s?\[{_NUM}\s?[-–,]\s?{_NUM}\])?)\s?({UNITS})"
+                    r"(?![\w/])")
+#: what names the benchmark a figure comes from: its script or its results file
+SOURCE = re.compile(r"(?:benchmarks/|results/)(\w+)\.(?:py|txt)")
 #: words shortly before a figure that make it a target, limit or setting, not a result
 NOT_MEASURED_BEFORE = re.compile(
     r"(target|<=|>=|≤|≥|<|>|at most|at least|under|within|default|threshold|limit|budget|"
@@ -34,9 +39,11 @@ NOT_MEASURED_AFTER = re.compile(r"^\s?(CI|confidence|interval|of the (median|thr
 
 
 def _norm(text: str) -> str:
-    """Numbers and units as compared: no thousands commas, no space before the unit."""
+    """Numbers and units as compared: no thousands commas, no space before the unit or
+    the interval."""
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
-    return re.sub(rf"(\d)\s({UNITS})(?![\w/])", r"\1\2", text)
+    text = re.sub(r"(\d)\s(\[)", r"\1\2", text)
+    return re.sub(rf"([\d\]])\s({UNITS})(?![\w/])", r"\1\2", text)
 
 
 def measured_figures(text: str) -> list[tuple[int, str]]:
@@ -61,19 +68,75 @@ def test_the_figure_finder() -> None:
                                                       "1.16GB"]
 
 
-def test_every_readme_figure_is_in_a_results_file() -> None:
+def sources(text: str) -> list[set[str]]:
+    """For each line of a markdown text, the benchmarks whose results its figures must be
+    found in: those its paragraph names (``benchmarks/NAME.py``, ``results/NAME.txt``),
+    else those its section's heading (or the section's first paragraph) names; empty when
+    nothing names one (then any results file may hold them)."""
+    lines = text.splitlines()
+    out: list[set[str]] = [set() for _ in lines]
+    section: set[str] = set()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("#") and not lines[i].startswith("# "):
+            section = set(SOURCE.findall(lines[i]))
+        j = i
+        while j < len(lines) and lines[j].strip() and not (j > i and lines[j].startswith("#")):
+            j += 1
+        j = max(j, i + 1)
+        named = set(SOURCE.findall("\n".join(lines[i:j])))
+        if not section and named and not lines[i].startswith("#"):
+            section = named
+        for k in range(i, j):
+            out[k] = named or section
+        i = j
+    return out
+
+
+def unsourced(doc: str, text: str, results: dict[str, str]) -> list[str]:
+    """``doc:line: figure`` for each measured figure of ``text`` that the results file of
+    the benchmark its text names does not print (any results file when none is named)."""
+    printed = {name: _norm(t) for name, t in results.items()}
+    everything = "\n".join(printed.values())
+    where = sources(text)
+    missing = []
+    for lineno, fig in measured_figures(text):
+        named = where[lineno - 1]
+        pool = "\n".join(printed.get(n, "") for n in named) if named else everything
+        if not re.search(rf"(?<![\w.]){re.escape(fig)}(?![\w/])", pool):
+            missing.append(f"{doc}:{lineno}: {fig}" + (
+                f" (not in results/{', '.join(sorted(named))}.txt)" if named else ""))
+    return missing
+
+
+def test_every_readme_figure_is_in_its_benchmark_s_results_file() -> None:
     files = sorted(RESULTS.glob("*.txt"))
     if not files:
         pytest.skip("benchmarks/results/ has no .txt files yet: run "
                     "`.venv/bin/python benchmarks/<name>.py` for each benchmark")
-    printed = _norm("\n".join(f.read_text() for f in files))
-    missing = []
-    for doc in DOCS:
-        for lineno, fig in measured_figures((ROOT / doc).read_text()):
-            if not re.search(rf"(?<![\w.]){re.escape(fig)}(?![\w/])", printed):
-                missing.append(f"{doc}:{lineno}: {fig}")
-    assert not missing, ("figures no benchmarks/results/*.txt holds (re-run the benchmark "
-                         "or quote what it printed):\n" + "\n".join(missing))
+    results = {f.stem: f.read_text() for f in files}
+    missing = [m for doc in DOCS for m in unsourced(doc, (ROOT / doc).read_text(), results)]
+    assert not missing, ("figures the results file of their benchmark does not hold "
+                         "(re-run the benchmark or quote what it printed):\n"
+                         + "\n".join(missing))
+
+
+def test_the_headline_figures_are_checked_against_their_own_file() -> None:
+    """The README's headline form (``3.6 [3.5-3.9]x``) is found, and planted fakes fail:
+    a made-up figure, and a real figure of another benchmark's file."""
+    results = {"readme_figures": "speedup: 3.6 [3.5-3.9]x; 10.7 [8.9-12.6] GFLOP/s\n",
+               "other": "9.9 [9.5-9.9]x and 999 [1-2] GFLOP/s and 42 ms\n"}
+    good = ("The layer runs 3.6 [3.5-3.9]x faster, its depthwise half at\n10.7 [8.9-12.6] "
+            "GFLOP/s (`benchmarks/readme_figures.py`).\n")
+    assert [f for _, f in measured_figures(good)] == ["3.6[3.5-3.9]x", "10.7[8.9-12.6]GFLOP/s"]
+    assert unsourced("R", good, results) == []
+    for fake in ("9.9 [9.5-9.9]x", "999 [1-2] GFLOP/s", "42 ms", "3.7 [3.5-3.9]x"):
+        text = good.replace("3.6 [3.5-3.9]x", fake)
+        assert unsourced("R", text, results) == [f"R:1: {_norm(fake)} (not in "
+                                                 "results/readme_figures.txt)"], fake
+    section = "## Start-up: `benchmarks/other.py`\n\nIt took 42 ms.\n\nAnd 3.6 [3.5-3.9]x.\n"
+    assert unsourced("R", section, results) == [
+        "R:5: 3.6[3.5-3.9]x (not in results/other.txt)"]
 
 
 def test_benchmarks_readme_holds_the_results_verbatim() -> None:

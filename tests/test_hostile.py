@@ -349,6 +349,7 @@ def test_dry_run_finds_what_the_real_run_refuses(tmp_path: Path) -> None:
     assert run("profile", c, "--dry-run", "--trust-code").exit_code == 0
 
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_ctrl_c_report_is_marked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dsconv_cli.services import compare as svc
 
@@ -612,6 +613,7 @@ def test_fallback_forward_on_zeros_gets_the_memory_estimate(
 
 # ------------------------------------------------------------------ 5. signals
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_keyboard_interrupt_from_a_forward_is_that_case_s_error(tmp_path: Path) -> None:
     torch.save(RaisesKeyboardInterrupt().state_dict(), tmp_path / "m.pt")
     c = cfg(tmp_path, "timing: {min_time: 0.01, warmup: 1}\ncases:\n  - name: ki\n    "
@@ -644,6 +646,7 @@ def _sigterm_second_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str)
     monkeypatch.setattr(owner, name, wrapped)
 
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_sigterm_during_profile_and_measure_is_143(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from dsconv_cli.services import compare as svc_compare
@@ -663,8 +666,8 @@ def test_sigterm_during_profile_and_measure_is_143(tmp_path: Path,
 
 @pytest.mark.parametrize("args", [
     ("compare", "--arch", "tests.test_hostile:deep_sequential", "--input-shape", "1,3,4,4"),
-    ("compare", "--arch", "tests.test_hostile:raises_base_exception", "--input-shape",
-     "1,3,4,4"),
+    # a BaseException of user code's own passes through (issue 30: it cannot be told from
+    # a test harness's); tests/test_hostile4.py checks that
     ("compare", "--arch", "tests.test_hostile:raises_generator_exit", "--input-shape",
      "1,3,4,4"),
     ("compare", "--arch", "tests.test_hostile:half_net", "--input-shape", "1,32,8,8",

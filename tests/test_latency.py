@@ -304,7 +304,9 @@ def test_compare_vs_ds_uses_the_table_and_one_speedup_per_runtime(net_file: Path
     for la in convs:
         sp = la["speedup"]
         assert sp["ci95"][0] <= sp["estimate"] <= sp["ci95"][1]
-    # the same table convert reads: now cached, so a conversion measures nothing again
+    # the same table: compare measured the conv and m=1 of each layer; convert measures
+    # every candidate (the rows compare wrote are not enough), and compare then reads one
+    # of convert's rows for its own
     r2 = convert(net_file, "-o", net_file.with_name("o.pt"), "--trust-pickle",
                  "--target-latency", 0.9, *FAST, "--json")
     cache = json.loads(r2.stdout)["cases"][0]["latency"]["cache"]
@@ -399,3 +401,21 @@ def test_with_calibration_data_the_chooser_weighs_refit_errors(net_file: Path,
                         torch.load(cal))
     la = next(la for la in lat["layers"] if la["name"] == "4")
     assert la["ds"][0]["error"] == pytest.approx(errs[("4", 1)], abs=1e-5)
+
+
+def test_a_cached_row_measuring_more_serves_a_narrower_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsconv_cli.latency as core
+    from dsconv_cli.torch_backend.latency import layer_table, weight_error
+
+    monkeypatch.setattr(core, "MAX_ENTRY_SPREAD", 1e12)  # the cache, whatever the load
+    found = facts()
+    full, s1 = layer_table(found, session(), weight_error)
+    assert s1.measured == 2
+    one, s2 = layer_table(found, session(), weight_error, only=lambda f: [1])
+    assert (s2.measured, s2.cached) == (0, 2)
+    for a, b in zip(full, one, strict=True):
+        assert b.times.ds[1] == a.times.ds[1] and b.times.conv == a.times.conv
+    # a multiplier no cached row holds is measured
+    _, s3 = layer_table(found, session(), weight_error, only=lambda f: [5])
+    assert s3.measured == 2

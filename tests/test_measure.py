@@ -261,6 +261,7 @@ def test_too_big_case_skipped_rest_reported() -> None:
     assert "skipped" in r.stderr
 
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_ctrl_c_reports_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     interrupt_second_call(monkeypatch, compare_service, "measure_layer")
     r = runner.invoke(app, ["compare", "--in", "8,16", "--hw", "8", "--measure", "--json",

@@ -165,10 +165,9 @@ FUNCTION_LINES = 80
 def _functions() -> list[tuple[str, Any, bool]]:
     import ast
 
-    from dsconv_cli.cli.app import app as the_app
+    from dsconv_cli.cli.app import COMMANDS, command_function
 
-    commands = {(c.callback.__module__, c.callback.__name__)
-                for c in the_app.registered_commands if c.callback is not None}
+    commands = {(command_function(c).__module__, c) for c in COMMANDS}
     out = []
     for path in sorted((ROOT / "dsconv_cli").rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)

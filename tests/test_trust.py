@@ -342,6 +342,7 @@ def test_apply_plan_reads_the_version() -> None:
         apply_plan(small_resnet(), {"plan_version": 99, "layers": []})
 
 
+@pytest.mark.usefixtures("entry_signals")  # handlers as the entry point arms them
 def test_ctrl_c_in_profile_json_writes_what_finished(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from dsconv_cli.services import profile as svc

@@ -9,7 +9,9 @@ the validation library's wording.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from enum import Enum
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -21,9 +23,10 @@ from dsconv_cli import __version__
 
 from ..options import did_you_mean
 from .common import STATE
-from .compare import compare
-from .convert import convert
-from .profile import profile
+
+#: every subcommand, by the module of ``dsconv_cli.cli`` that defines it (a function of the
+#: same name): only the module of the command that runs is imported
+COMMANDS: tuple[str, ...] = ("compare", "convert", "profile")
 
 #: metavar of a value by its Python type
 METAVARS: dict[Any, str] = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL", Path: "PATH"}
@@ -115,8 +118,53 @@ def _with_metavars(params: list[Any]) -> list[Any]:
     return params
 
 
+def command_function(name: str) -> Any:
+    """The function of subcommand ``name`` (imports its module)."""
+    return getattr(import_module(f"{__package__}.{name}"), name)
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The group's commands: each built (its module imported, its options read from its
+    signature) the first time it is looked up, so ``dsconv compare`` never imports
+    ``convert`` or ``profile`` (start-up time)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            from typer.main import get_command_from_info
+            from typer.models import CommandInfo
+
+            self._built[name] = get_command_from_info(
+                CommandInfo(callback=command_function(name), no_args_is_help=True,
+                            cls=Command),
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMANDS, *self._built]))
+
+    def __len__(self) -> int:
+        return len(set(COMMANDS) | set(self._built))
+
+
 class Group(TyperGroup):
-    """The ``dsconv`` group: its own options (--version, --debug) shown like a command's."""
+    """The ``dsconv`` group: its own options (--version, --debug) shown like a command's;
+    its commands built on first use (:class:`LazyCommands`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands()
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _with_metavars(super().get_params(ctx))
@@ -182,8 +230,3 @@ def main(
 ) -> None:
     """dsconv: what a depthwise separable convolution buys you, in theory and in practice."""
     STATE.debug = debug
-
-
-app.command(no_args_is_help=True, cls=Command)(compare)
-app.command(no_args_is_help=True, cls=Command)(convert)
-app.command(no_args_is_help=True, cls=Command)(profile)

@@ -25,16 +25,20 @@ from ..errors import (
     interrupt_exit_code,
     is_real_interrupt,
 )
+from ..names import safe_text
 from ..quiet import held_noise, plain
 from ..render import RENDERERS, OutputFormat, View, format_from_path, make_console, render_text
 from ..render.formats import report_extensions
-from ..services import Hooks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _State:
     debug = False
+    #: the report's stream: stdout as the running command found it. While a command runs
+    #: ``sys.stdout`` is stderr, so that what user code prints (an ``--arch`` constructor,
+    #: a pickled forward) never reaches the report (``--json`` stays JSON)
+    stdout: Any = None
 
 
 STATE = _State()
@@ -45,12 +49,12 @@ def fail(message: str, code: int = 2, hint: str | None = None) -> typer.Exit:
     msg = f"Error: {message}"
     if hint:
         msg += f" (hint: {hint})"
-    print(plain(msg), file=sys.stderr)
+    print(safe_text(plain(msg)), file=sys.stderr)
     return typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
+    print(f"Warning: {safe_text(plain(message))}", file=sys.stderr)
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -63,9 +67,11 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _signals() -> Iterator[None]:
+def signals() -> Iterator[None]:
     """dsconv's handlers for SIGINT (unless it is ignored, as in a background job) and
-    SIGTERM while a command runs; the previous ones are restored after."""
+    SIGTERM while the body runs; the previous ones are restored after. Installed by the
+    entry point (``__main__._entry``) only: a command called in-process (``CliRunner``
+    inside pytest) leaves the harness's signals alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -89,26 +95,39 @@ def handle_errors(fn: F) -> F:
     - a dsconv error (bad input: exit 2; the environment failed: exit 1) -> one line;
     - Ctrl-C -> exit 130, SIGTERM -> exit 143, after the command has cleaned up; a
       ``KeyboardInterrupt`` that no signal caused was raised by user code: exit 2;
-    - whatever else user code raises (``GeneratorExit``, a ``BaseException`` of its own,
-      nesting too deep for Python) -> one line, exit 2;
-    - anything else is a bug in dsconv: exit 1, "please report", the traceback with --debug.
+    - whatever else user code raises (``GeneratorExit``, nesting too deep for Python)
+      -> one line, exit 2;
+    - any other ``Exception`` is a bug in dsconv: exit 1, "please report", the traceback
+      with --debug;
+    - what is neither an ``Exception`` nor user code's to raise (a test harness's timeout,
+      the interpreter's own) passes through untouched.
+
+    While the command runs, stdout is stderr (:attr:`_State.stdout` keeps the report's).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _signals():
-            try:
+        outer, STATE.stdout = STATE.stdout, sys.stdout
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
                 with held_noise(warn, STATE.debug):  # torch's warnings: one line each
                     return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError,
-                    SystemExit):  # SystemExit(1): Rich's or click's closed pipe
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError,
+                SystemExit):  # SystemExit(1): Rich's or click's closed pipe
+            raise
+        except (Exception, KeyboardInterrupt, GeneratorExit) as e:
+            if STATE.debug and not isinstance(e, KeyboardInterrupt):
                 raise
-            except BaseException as e:
-                if STATE.debug and not isinstance(e, KeyboardInterrupt):
-                    raise
-                raise _exit_for(e) from None
+            raise _exit_for(e) from None
+        finally:
+            STATE.stdout = outer
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_stream() -> Any:
+    """Where a command's report goes: stdout as the command found it."""
+    return STATE.stdout if STATE.stdout is not None else sys.stdout
 
 
 def _exit_for(e: BaseException) -> typer.Exit:
@@ -124,7 +143,7 @@ def _exit_for(e: BaseException) -> typer.Exit:
                     hint="a model or value nested thousands of levels deep")
     if isinstance(e, MemoryError):
         return fail("out of memory", 1)
-    if not isinstance(e, Exception):  # dsconv raises none of these: user code did
+    if not isinstance(e, Exception):  # dsconv raises neither: user code did
         what = "a KeyboardInterrupt that no Ctrl-C caused" if isinstance(
             e, KeyboardInterrupt) else describe(e)
         return fail(f"user code raised {what}")
@@ -159,16 +178,17 @@ def status(message: str) -> None:
 def check_reports(reports: list[Path] | None, overwrite: bool = True
                   ) -> list[tuple[Path, OutputFormat]]:
     """Validate --report paths before any work is done (``overwrite``: False where the
-    command has ``--force`` and it was not given)."""
-    from ..atomic import check_writable
-
+    command has ``--force`` and it was not given); they come back absolute, resolved
+    against the folder the command started in."""
     out = []
     for p in reports or []:
+        from ..atomic import check_writable
+
         fmt = format_from_path(str(p))
         if fmt is None or not RENDERERS[fmt].file_ok:
             raise InputError(f"--report {p}: unknown extension; use {report_extensions()}")
         check_writable(p, "--report", overwrite=overwrite)
-        out.append((p, fmt))
+        out.append((p.absolute(), fmt))  # user code that calls os.chdir moves no report
     return out
 
 
@@ -249,17 +269,18 @@ def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
     """The report to stdout in the chosen format first, then to every --report file: a
     full disk loses no output that could be written. A failed write names what failed
     (stdout or the file) and exits 1, after everything else was written."""
-    from ..atomic import write_atomic
-
     failed: list[str] = []
     try:
-        RENDERERS[OutputFormat.json if as_json else fmt].write(env, view, sys.stdout)
-        sys.stdout.flush()
+        out = report_stream()
+        RENDERERS[OutputFormat.json if as_json else fmt].write(env, view, out)
+        out.flush()
     except BrokenPipeError:
         raise
     except OSError as e:
         failed.append(f"stdout: cannot be written ({e.strerror or e})")
     for path, rfmt in reports:
+        from ..atomic import write_atomic
+
         try:
             write_atomic(path, render_text(env, rfmt, view))
         except BackendError as e:
@@ -270,5 +291,15 @@ def emit(env: dict[str, Any], view: View, fmt: OutputFormat, as_json: bool,
         raise BackendError(failed[0] + more)
 
 
-#: the commands' hooks for services: status and warnings on stderr, a progress bar there
-HOOKS = Hooks(status=status, warn=warn, progress=lambda total, what: progress(total, what))
+def __getattr__(name: str) -> Any:
+    """``HOOKS``, the commands' hooks for services (status and warnings on stderr, a
+    progress bar there), built on first use: ``dsconv compare`` without ``--measure``
+    never imports the services (start-up time)."""
+    if name != "HOOKS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..services import Hooks
+
+    hooks = Hooks(status=status, warn=warn,
+                  progress=lambda total, what: progress(total, what))
+    globals()["HOOKS"] = hooks
+    return hooks

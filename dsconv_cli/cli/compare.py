@@ -11,10 +11,9 @@ from the same panels: the help and the checks cannot disagree.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
@@ -22,8 +21,8 @@ from ..cases import FIELDS, MAX_CASES, LayerCase, expand_grid, parse_value, reso
 from ..errors import FieldError, InputError, interrupt_exit_code
 from ..inputs import check_input
 from ..kinds import KINDS
+from ..names import PRESET_NAMES
 from ..options import MeasureOptions, parse_input_shape
-from ..presets import PRESETS, get_preset
 from ..render import (
     Layout,
     OutputFormat,
@@ -37,7 +36,6 @@ from ..render import (
 from ..results import envelope
 from ..specs import ACTIVATIONS
 from .common import (
-    HOOKS,
     arch_file,
     check_distinct,
     check_format,
@@ -178,7 +176,7 @@ DepthMultOpt = Annotated[str, _layer(
     "--depth-multiplier", "Depthwise filters per input channel (separable layers; a model's "
     "convs, as convert).", SHARED)]
 ModelOpt = Annotated[Optional[str], typer.Option(
-    metavar="NAME|FILE", help="A whole network: a preset (" + ", ".join(PRESETS) + ") or a "
+    metavar="NAME|FILE", help="A whole network: a preset (" + ", ".join(PRESET_NAMES) + ") or a "
     "saved model file (loaded as convert loads it).", rich_help_panel=MODEL)]
 VsOpt = Annotated[Optional[str], typer.Option(
     "--vs", metavar="NAME|FILE", help="A preset: full-conv (every depthwise+pointwise pair "
@@ -208,9 +206,9 @@ MeasureOpt = Annotated[bool, typer.Option(
     rich_help_panel=MEASURE)]
 
 
-@dataclass(frozen=True)
-class Output:
-    """Where the report goes: stdout in one format, and every ``--report`` file."""
+class Output(NamedTuple):
+    """Where the report goes: stdout in one format, and every ``--report`` file (a named
+    tuple: a dataclass costs start-up time)."""
 
     fmt: OutputFormat
     as_json: bool
@@ -377,11 +375,11 @@ def given_values(ctx: typer.Context) -> dict[str, Any]:
 
 def use_of(model: str | None, arch: str | None) -> str:
     """Which use of compare the command line asks for: network, preset or layer."""
+    if model is None:
+        return "layer" if arch is None else "network"
     from ..services.analyse import looks_like_file
 
-    if arch is not None or (model is not None and looks_like_file(model)):
-        return "network"
-    return "preset" if model is not None else "layer"
+    return "network" if arch is not None or looks_like_file(model) else "preset"
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -424,6 +422,7 @@ def compare_layers(values: dict[str, Any], dtype: Dtype, max_cases: int,
         output.emit(envelope([c.to_result() for c in cases]), compare_view)
         return
     from ..services.compare import measure_layers
+    from .common import HOOKS
 
     run = measure_layers(cases, opts, recalibrate, HOOKS)
     extra: dict[str, Any] = {"interrupted": True} if run.failed == "interrupted" else {}
@@ -450,7 +449,9 @@ def _positive(field: str, text: str | None, default: int) -> int:
 def compare_preset(params: dict[str, Any], dtype: Dtype, opts: MeasureOptions | None,
                    recalibrate: bool, output: Output) -> None:
     """An architecture preset: per-stage (or per-layer) costs, optionally vs full convs."""
+    from ..presets import get_preset
     from ..services.compare import analyse_preset, measure_preset
+    from .common import HOOKS
 
     vs = params["vs"]
     if vs not in (None, Versus.full_conv.value):
@@ -481,9 +482,12 @@ def check_network_options(params: dict[str, Any], reports: list[tuple[Path, Any]
         if params[opt] is not None and params["vs"] is None:
             raise InputError(f"Invalid value for '{option_name(opt)}': needs --vs FILE "
                              "(the model it builds)")
+    from ..plan import plan_path
+
     files: list[tuple[str, Path | None]] = [
         (f"--{k}", Path(params[k])) for k in ("model", "vs")
         if params[k] is not None and Path(params[k]).exists()]
+    files += [(f"{label}'s plan", plan_path(p)) for label, p in files if p is not None]
     files += [arch_file("--arch", params["arch"]), arch_file("--vs-arch", params["vs_arch"])]
     check_distinct([("--report", p) for p, _ in reports], files)
 
@@ -509,7 +513,7 @@ def network_request(params: dict[str, Any]) -> Any:
     model = params["model"]
     if model is not None and not Path(model).exists():
         raise InputError(f"--model {model}: no such file",
-                         hint=f"a preset is one of {', '.join(PRESETS)}")
+                         hint=f"a preset is one of {', '.join(PRESET_NAMES)}")
     if model is not None:
         check_input(Path(model), "--model", "model")  # a FIFO or device: one line
     shape = parse_input_shape(params["input_shape"])
@@ -527,6 +531,7 @@ def compare_network(request: Any, strict: bool, opts: MeasureOptions | None,
                     recalibrate: bool, output: Output) -> None:
     """A saved model or an architecture: per-module counts, DS opportunity, measurements."""
     from ..services.analyse import analyse_network
+    from .common import HOOKS
 
     result, environment = analyse_network(request, opts, recalibrate, HOOKS)
     env = envelope([result], environment=environment)

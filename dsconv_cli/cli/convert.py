@@ -358,7 +358,9 @@ def _check_output(model: Path, output: Path | None, dry_run: bool, force: bool,
         outputs += [("--output", output), ("--output's plan", plan_path(output))]
     if export is not None:
         outputs.append(("--export", export))
-    check_distinct(outputs, [("MODEL", model), *(data or [])])
+    # the plan beside the model is an input too (applied when it loads), whatever --force
+    check_distinct(outputs, [("MODEL", model), ("MODEL's plan", plan_path(model)),
+                             *(data or [])])
     if export is not None:
         from ..names import export_format
 

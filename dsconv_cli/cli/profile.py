@@ -35,6 +35,7 @@ from .common import (
     emit,
     finite,
     handle_errors,
+    report_stream,
     warn,
 )
 from .options import ColumnsOpt, FormatOpt, JsonOpt, RecalibrateOpt, ReportOpt, WideOpt
@@ -142,7 +143,7 @@ def profile(
     from ..suite import plan_cases
 
     if schema:
-        print(schema_text(), end="")
+        print(schema_text(), end="", file=report_stream())
         return
     if not config:
         raise InputError("--merge needs the shard reports to join" if merge else
@@ -173,6 +174,7 @@ def profile(
         cases = plan_results(cfg, planned)
         env = envelope(cases, dry_run=True, **meta, exit_status=exit_status(cases, {}))
         emit(env, view, fmt, as_json, reports)
+        step_summary(render_text(env, OutputFormat.markdown, profile_view))  # warns if bad
         return _exit(env["exit_status"], cases)
     from ..services.profile import run_profile
 

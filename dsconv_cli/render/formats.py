@@ -7,14 +7,13 @@ an extension in :data:`EXTENSIONS`). Rich is imported only to draw a table.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import sys
 from enum import Enum
 from typing import IO, Any, Protocol
 
+from ..names import csv_cell, safe_text
 from .layout import PRIORITY, Table, View
 
 __all__ = [
@@ -22,11 +21,13 @@ __all__ = [
     "RENDERERS",
     "OutputFormat",
     "Renderer",
+    "env_width",
     "format_from_path",
     "report_extensions",
     "json_safe",
     "make_console",
     "render_text",
+    "table_parts",
 ]
 
 
@@ -61,6 +62,8 @@ class JsonRenderer:
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
+        import json
+
         out.write(json.dumps(json_safe(env), indent=2, allow_nan=False) + "\n")
 
 
@@ -82,23 +85,29 @@ class CsvRenderer:
     file_ok = True
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
-        w = csv.writer(out, lineterminator="\n")
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
         for k, t in enumerate(view(env)):
             if k:
-                out.write("\n")
+                buf.write("\n")
             cols = list(range(len(t.columns)))
             nested = any(t.depths)
-            head = [t.columns[i] for i in cols]
+            head = [csv_cell(t.columns[i]) for i in cols]
             w.writerow(head[:1] + ["depth"] + head[1:] if nested else head)
             for r, row in enumerate(t.rows):
-                cells = [_raw(row[i]) for i in cols]
+                cells = [csv_cell(_raw(row[i])) for i in cols]
                 w.writerow(cells[:1] + [t.depth(r)] + cells[1:] if nested else cells)
+        write_encodable(out, buf.getvalue())
 
 
 def md_escape(text: str) -> str:
-    """A Markdown table cell: pipes escaped, newlines and HTML kept from breaking the row."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
-            .replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>"))
+    """A Markdown table cell: made safe (escapes gone, controls shown), pipes escaped,
+    HTML kept from breaking the row."""
+    text = safe_text(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+    return text.replace("\\r\\n", "<br>").replace("\\n", "<br>").replace("\\r", "<br>")
 
 
 class MarkdownRenderer:
@@ -128,7 +137,7 @@ class MarkdownRenderer:
             if t.conventions:
                 lines += ["<details><summary>Counting conventions</summary>", "",
                           md_escape(t.conventions), "", "</details>", ""]
-        out.write("\n".join(lines))
+        write_encodable(out, "\n".join(lines))
 
 
 class TableRenderer:
@@ -138,22 +147,61 @@ class TableRenderer:
     file_ok = False
 
     def write(self, env: dict[str, Any], view: View, out: IO[str]) -> None:
+        """The whole report is rendered before any of it is written (an encoding the
+        stream lacks is never an error half-way through a table)."""
+        global _ENCODING
         console = make_console(file=None if out is sys.stdout else out)
-        for t in view(env):
-            for line in ([t.summary] if t.summary else []) + t.alerts:
-                console.print(_cell_text(line), markup=False, highlight=False)
-            width = console.width
-            console.print(_cell_text(t.title), style="bold", markup=False, highlight=False)
-            rt, hidden, console.width = _rich_table(t, width)  # --wide: as wide as needed
-            console.print(rt)
-            console.width = width
-            if hidden:
-                console.print(f"hidden at {width} columns: {', '.join(hidden)} "
-                              "(--wide shows all)", markup=False, highlight=False)
-            conventions = t.brief or t.conventions
-            for note in t.notes + ([conventions] if conventions else []):
-                console.print(note, markup=False, highlight=False)
-            console.print()
+        _ENCODING = getattr(out, "encoding", None)  # cells escaped before the layout
+        try:
+            with console.capture() as captured:
+                width = console.width
+                for item, need in table_parts(env, view, width):
+                    console.width = max(width, need)  # --wide: as wide as needed
+                    console.print(item)
+                console.width = width
+        finally:
+            _ENCODING = None
+        write_encodable(out, captured.get())
+
+
+def table_parts(env: dict[str, Any], view: View, width: int) -> list[tuple[Any, int]]:
+    """What the table format prints at ``width``, in order: Rich renderables, each with
+    the width it needs (wider than ``width`` only for ``--wide``). Every text a user file
+    may have supplied goes through the sanitiser."""
+    from rich.text import Text
+
+    out: list[tuple[Any, int]] = []
+
+    def line(text: str, style: str = "") -> None:
+        out.append((Text(text, style=style), width))
+
+    for t in view(env):
+        for text in ([t.summary] if t.summary else []) + t.alerts:
+            line(_cell_text(text))
+        line(_cell_text(t.title), "bold")
+        rt, hidden, need = _rich_table(t, width)
+        out.append((rt, need))
+        if hidden:
+            line(f"hidden at {width} columns: {', '.join(hidden)} (--wide shows all)")
+        conventions = t.brief or t.conventions
+        for note in [*map(_cell_text, t.notes), *([conventions] if conventions else [])]:
+            line(note)
+        line("")
+    return out
+
+
+def write_encodable(out: IO[str], text: str) -> None:
+    """``text`` to ``out`` in one write; what the stream's encoding cannot hold
+    (``PYTHONIOENCODING=ascii``) shown as its escape (``\\xe9``), never an error."""
+    encoding = getattr(out, "encoding", None)
+    if encoding:
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:
+            text = text.encode(encoding, "backslashreplace").decode(encoding)
+        except LookupError:
+            pass
+    out.write(text)
 
 
 RENDERERS: dict[OutputFormat, Renderer] = {
@@ -188,17 +236,22 @@ def render_text(env: dict[str, Any], fmt: OutputFormat, view: View) -> str:
     return buf.getvalue()
 
 
+def env_width() -> int | None:
+    """The width ``DSCONV_WIDTH`` or ``COLUMNS`` fixes (a value that is not a width is
+    ignored), else None."""
+    for var in ("DSCONV_WIDTH", "COLUMNS"):
+        text = os.environ.get(var, "").strip()
+        if text.isdigit() and 20 <= int(text) <= 10_000:
+            return int(text)
+    return None
+
+
 def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
     """A Rich console whose width and colour come from the environment at call time:
     ``DSCONV_WIDTH`` or ``COLUMNS`` fix the width, ``NO_COLOR`` turns colour off."""
     from rich.console import Console
 
-    width: int | None = None
-    for var in ("DSCONV_WIDTH", "COLUMNS"):  # a value that is not a width is ignored
-        text = os.environ.get(var, "").strip()
-        if text.isdigit() and 20 <= int(text) <= 10_000:
-            width = int(text)
-            break
+    width = env_width()
     stream = file or (sys.stderr if stderr else sys.stdout)
     if width is None and not stream.isatty():
         width = 200  # piped or redirected: don't squeeze tables into 80 columns
@@ -208,9 +261,23 @@ def make_console(stderr: bool = False, file: IO[str] | None = None) -> Any:
     )
 
 
+#: the encoding of the stream a table is being rendered for (None: any)
+_ENCODING: str | None = None
+
+
 def _cell_text(text: str) -> str:
-    """A cell on one line: control characters shown, never obeyed."""
-    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    """A cell on one line: escape sequences gone, control characters shown, never
+    obeyed (:func:`dsconv_cli.names.safe_text`); what the stream's encoding lacks shown
+    as its escape, before the columns are sized."""
+    text = safe_text(text)
+    if _ENCODING:
+        try:
+            text.encode(_ENCODING)
+        except UnicodeEncodeError:
+            text = text.encode(_ENCODING, "backslashreplace").decode(_ENCODING)
+        except LookupError:
+            pass
+    return text
 
 
 def _needs(t: Table, cols: list[int]) -> dict[int, int]:

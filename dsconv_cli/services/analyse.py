@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cost import flops
-from ..errors import InputError
+from ..errors import InputError, user_code
 from ..options import MeasureOptions, did_you_mean
 from ..plan import PlanOptions, decide
 from ..results import DsForm, ModelAnalysis, ModuleRow, ModuleTime, Speedup, UncountedOp
@@ -39,10 +39,13 @@ class ModelSource:
     trust_pickle: bool = False
     state_dict_key: str | None = None
     map_location: str = "cpu"
+    #: a live ``nn.Module`` (the Python API): analysed as given, counted on a meta copy
+    module: Any = None
 
     def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": str(self.path) if self.path else "arch",
-                             "arch": self.arch}
+        live = self.module is not None
+        d: dict[str, Any] = {"source": str(self.path) if self.path else
+                             "module" if live else "arch", "arch": self.arch}
         if self.arch_kwargs:
             d["arch_kwargs"] = self.arch_kwargs
         return d
@@ -53,6 +56,8 @@ def load_source(src: ModelSource, weights: bool, hooks: Hooks = Hooks()) -> Any:
     unless its weights are needed (measuring)."""
     from ..torch_backend.loading import build_arch, build_arch_meta, load_model
 
+    if src.module is not None:  # measuring copies it; counting has its own meta copy
+        return src.module
     if src.path is not None:
         loaded = load_model(src.path, map_location=src.map_location,
                             trust_pickle=src.trust_pickle, state_dict_key=src.state_dict_key,
@@ -231,6 +236,19 @@ class NetworkRequest:
     vs: str | None = None
     vs_arch: str | None = None
     vs_arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the report's name (default: the file or the arch)
+    name: str | None = None
+
+
+def _counted(src: ModelSource, net: Any) -> Any:
+    """What is counted: a live module's meta copy (the user's module is never touched),
+    else the model loaded for the purpose."""
+    from ..torch_backend.counting import meta_copy
+
+    if src.module is None:
+        return net
+    with user_code("copying the model (deepcopy)"):
+        return meta_copy(net)
 
 
 def analyse_network(request: NetworkRequest, opts: MeasureOptions | None, recalibrate: bool,
@@ -240,7 +258,8 @@ def analyse_network(request: NetworkRequest, opts: MeasureOptions | None, recali
     (None unless measured)."""
     weights = opts is not None
     net = load_source(request.source, weights=weights, hooks=hooks)
-    result = analyse(net, request.source, request.input_shape, request.plan)
+    result = analyse(_counted(request.source, net), request.source, request.input_shape,
+                     request.plan, name=request.name)
     other = None
     if request.vs is not None:
         other = versus(request.vs, net, request.source, request.input_shape, request.plan,
@@ -373,7 +392,7 @@ def _ds_table(model: Any, input_shape: tuple[int, ...], plan: PlanOptions, a: Mo
     found = [(f, c) for f, c in candidates(model, plan, input_shape) if f.name in ms]
     with hooks.progress(len(found), "timing layers") as advance:
         table, _ = layer_table(found, session, weight_error, warn=hooks.warn, advance=advance,
-                               also=lambda f: ms.get(f.name))
+                               only=lambda f: [ms[f.name]])
     out = {}
     for t in table:
         la, m = t.times, ms[t.times.name]

@@ -44,11 +44,13 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from ..plan import Decision
     from ..torch_backend.convert import Conversion
     from ..torch_backend.loading import Loaded
 
-__all__ = ["LOW_AGREEMENT", "HIGH_OUTPUT_ERROR", "ConvertRequest", "convert", "environment",
-           "fidelity_refusal", "fidelity_warnings"]
+__all__ = ["LOW_AGREEMENT", "HIGH_OUTPUT_ERROR", "ConvertRequest", "Converted", "convert",
+           "convert_kept", "environment", "export_converted", "fidelity_refusal",
+           "fidelity_warnings"]
 
 #: below this top-1 agreement (or above this relative output error) a conversion warns
 LOW_AGREEMENT = 0.9
@@ -61,6 +63,7 @@ MAJORITY = 0.9
 class ConvertRequest:
     """Everything ``dsconv convert`` was asked to do, checked for range by the command."""
 
+    #: the model file (with ``module``: the name messages and the report give it)
     model: Path
     #: where to write (None only with ``dry_run``)
     output: Path | None = None
@@ -78,8 +81,9 @@ class ConvertRequest:
     dry_run: bool = False
     force: bool = False
     write_unchanged: bool = False
-    calibration_data: Path | None = None
-    eval_data: Path | None = None
+    #: a file, or (the Python API) a tensor of inputs
+    calibration_data: Path | torch.Tensor | None = None
+    eval_data: Path | torch.Tensor | None = None
     refine_steps: int = 0
     #: train the converted layers end to end this many steps after the refit
     distill_steps: int = 0
@@ -107,6 +111,9 @@ class ConvertRequest:
     keep_fp32: int = 0
     #: ``--static-shape``: the export pinned to its input's batch size
     static_shape: bool = False
+    #: a live ``nn.Module`` (the Python API) converted instead of loading ``model``: a deep
+    #: copy of it, so the caller's module is left as it was
+    module: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,27 @@ class _Fit:
     distillation: Distillation | None = None
 
 
+@dataclass(frozen=True)
+class Converted:
+    """A conversion with what writing it again needs (the Python API's ``Conversion``):
+    the converted model (``loaded.model``), the decisions, the calibrated layers and the
+    input shape of the output check."""
+
+    result: ConvertResult
+    loaded: Loaded
+    decisions: list[Decision]
+    calibrated: frozenset[str]
+    input_shape: tuple[int, ...] | None
+
+
 def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
     """Convert the model the request names; write it unless refused or a dry run."""
+    return convert_kept(request, hooks).result
+
+
+def convert_kept(request: ConvertRequest, hooks: Hooks = Hooks()) -> Converted:
+    """:func:`convert`, keeping the converted model and its plan."""
+    given, request = request, _absolute(request)  # before user code (--arch may chdir)
     check_quantize(request)
     data = _inputs(request)
     t0 = time.perf_counter()
@@ -163,7 +189,18 @@ def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
                                               refusal, hooks)
     else:
         result, artifact = _export(request, loaded, data, result, refusal)
-    return _write(request, loaded, conv, fit, result, refusal, artifact)
+    result = _write(request, loaded, conv, fit, result, refusal, artifact, given)
+    return Converted(result, loaded, conv.decisions, fit.calibrated, data.shape)
+
+
+def _absolute(r: ConvertRequest) -> ConvertRequest:
+    """The request's outputs as absolute paths (against the folder dsconv started in):
+    user code that calls ``os.chdir`` cannot move an output. The inputs (model, data) are
+    read before any user code runs, and keep the names the user gave."""
+    def ab(p: Path | None) -> Path | None:
+        return None if p is None else p.absolute()
+
+    return dataclasses.replace(r, output=ab(r.output), export=ab(r.export))
 
 
 def environment(map_location: str) -> dict[str, Any]:
@@ -182,8 +219,9 @@ def _inputs(r: ConvertRequest) -> _Inputs:
     if r.export is not None and not (r.input_shape or r.calibration_data or r.eval_data):
         raise InputError(f"--export {r.export}: an export is made for one input shape: "
                          "give --input-shape (or --calibration-data)")
-    cal = load_inputs(r.calibration_data, "--calibration-data") if r.calibration_data else None
-    held = load_inputs(r.eval_data, "--eval-data") if r.eval_data else None
+    cal = None if r.calibration_data is None else load_inputs(r.calibration_data,
+                                                               "--calibration-data")
+    held = None if r.eval_data is None else load_inputs(r.eval_data, "--eval-data")
     shape = parse_input_shape(r.input_shape) if r.input_shape else None
     first = cal if cal is not None else held
     if shape is not None or first is None:
@@ -193,9 +231,14 @@ def _inputs(r: ConvertRequest) -> _Inputs:
 
 
 def _load(r: ConvertRequest, hooks: Hooks) -> Loaded:
-    from ..atomic import check_writable
-    from ..torch_backend.loading import load_model
+    import copy
 
+    from ..atomic import check_writable
+    from ..torch_backend.loading import Loaded, load_model
+
+    if r.module is not None:
+        with user_code(f"{r.model}: copying the model (deepcopy)"):
+            return Loaded(copy.deepcopy(r.module), "module", "in memory")
     with user_code(f"loading {r.model}"):
         loaded = load_model(r.model, map_location=r.map_location, trust_pickle=r.trust_pickle,
                             state_dict_key=r.state_dict_key, arch=r.arch,
@@ -473,26 +516,38 @@ def _export(r: ConvertRequest, loaded: Loaded, data: _Inputs, result: ConvertRes
     """``--export``: the converted model exported and checked against itself on the
     verification input (a dry run too); a failure raises (exit 1) before anything is
     written. Nothing to write (refused, no layer converted): no export."""
-    from ..torch_backend.export import export_model
-    from ..torch_backend.loading import forward_once
-
     if r.export is None or refusal or (result.totals.converted == 0
                                         and not r.write_unchanged):
         return result, None
     assert data.shape is not None
-    with user_code(f"{r.model}: exporting the converted model"):
-        x, _ = forward_once(loaded.model, data.shape, r.seed)
-        artifact = export_model(loaded.model, x, r.export, dynamic=not r.static_shape)
-    return dataclasses.replace(result, export=ConvertExport(**artifact.info)), artifact.data
+    info, artifact = export_converted(loaded.model, data.shape, r.seed, r.export, str(r.model),
+                                      dynamic=not r.static_shape)
+    return dataclasses.replace(result, export=info), artifact
+
+
+def export_converted(model: nn.Module, input_shape: tuple[int, ...], seed: int, path: Path,
+                     label: str, dynamic: bool = True) -> tuple[ConvertExport, bytes]:
+    """The converted model exported for ``input_shape`` in the format ``path``'s suffix
+    picks, checked against the model on the seeded input first: its record and bytes."""
+    from ..torch_backend.export import export_model
+    from ..torch_backend.loading import forward_once
+
+    with user_code(f"{label}: exporting the converted model"):
+        x, _ = forward_once(model, input_shape, seed)
+        artifact = export_model(model, x, path, dynamic=dynamic)
+    return ConvertExport(**artifact.info), artifact.data
 
 
 def _write(r: ConvertRequest, loaded: Loaded, conv: Conversion, fit: _Fit,
            result: ConvertResult, refusal: str | None,
-           artifact: bytes | None = None) -> ConvertResult:
+           artifact: bytes | None = None, given: ConvertRequest | None = None
+           ) -> ConvertResult:
     """Write the model (its export, its plan) atomically, unless refused, a dry run, or
-    unchanged."""
+    unchanged; "wrote" only once what is on disk was read back (``check_written``).
+    ``given``: the request as given, whose paths the note names."""
     from ..atomic import write_all_atomic
     from ..torch_backend.convert import serialise
+    from ..torch_backend.loading import check_written
 
     if refusal:
         return dataclasses.replace(result, output_note=f"nothing written: {refusal}",
@@ -508,11 +563,23 @@ def _write(r: ConvertRequest, loaded: Loaded, conv: Conversion, fit: _Fit,
     files = serialise(loaded, conv.decisions, r.output, fit.calibrated, arch_doc)
     if artifact is not None and r.export is not None:  # the plan stays last
         files.insert(1, (r.export, artifact))
+    check_written(files, loaded.model, before=True)  # user code may have replaced torch.save
     write_all_atomic(files, overwrite=r.force)
-    written = [str(p) for p, _ in files]
+    check_written(files, loaded.model)
+    shown = _as_given(r, given or r)
+    written = [shown.get(p, str(p)) for p, _ in files]
     timing = dataclasses.replace(result.timing_s, write=round(time.perf_counter() - t0, 4))
     return dataclasses.replace(result, timing_s=timing, written=written,
                                output_note="wrote " + ", ".join(written))
+
+
+def _as_given(r: ConvertRequest, given: ConvertRequest) -> dict[Path, str]:
+    """Each absolute output path -> the path as the user gave it (what notes show)."""
+    out = {p: str(g) for p, g in ((r.output, given.output), (r.export, given.export))
+           if p is not None and g is not None}
+    if r.output is not None and given.output is not None:
+        out[plan_path(r.output)] = str(plan_path(given.output))
+    return out
 
 
 # --------------------------------------------------------------------------- int8

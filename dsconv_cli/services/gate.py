@@ -96,12 +96,15 @@ def summarise(verdicts: Sequence[str]) -> dict[str, int]:
             "passed": len(verdicts) - failed - marginal}
 
 
-def run_meta(config: Path, shard: Shard | None, only: list[str] | None,
-             expected: Sequence[str], strict: bool = False) -> dict[str, Any]:
-    """The report keys a merge checks: the config and its digest, the shard, the
-    selection, the names of the cases this run was to run (``expected_cases``: after
-    ``--only`` and ``--shard``) and whether ``--strict`` judged them."""
-    meta: dict[str, Any] = {"config": str(config), "config_digest": config_digest(config)}
+def run_meta(config: Path | str, shard: Shard | None, only: list[str] | None,
+             expected: Sequence[str], strict: bool = False,
+             digest: str | None = None) -> dict[str, Any]:
+    """The report keys a merge checks: the config and its digest (``digest``: of a config
+    that is no file, the Python API's dict), the shard, the selection, the names of the
+    cases this run was to run (``expected_cases``: after ``--only`` and ``--shard``) and
+    whether ``--strict`` judged them."""
+    meta: dict[str, Any] = {"config": str(config),
+                            "config_digest": digest or config_digest(Path(config))}
     if shard is not None:
         meta["shard"] = {"index": shard.index, "count": shard.count}
     if only:

@@ -38,11 +38,15 @@ __all__ = ["distill", "fidelity", "load_inputs", "model_dtype", "refit"]
 RIDGE = 1e-6
 
 
-def load_inputs(path: Path, what: str) -> torch.Tensor:
+def load_inputs(path: Path | torch.Tensor, what: str) -> torch.Tensor:
     """N unlabelled inputs, memory-mapped, never read whole: a torch.save'd tensor (loaded
     ``weights_only``, ``mmap``) or a .npy array (``allow_pickle=False``, ``mmap_mode='c'``:
-    a write stays private to the process). :func:`_batches` copies one batch at a time out
-    of it. Meta, sparse, quantized, non-float, empty or non-finite data is an input error."""
+    a write stays private to the process), or a tensor given as is (the Python API).
+    :func:`_batches` copies one batch at a time out of it. Meta, sparse, quantized,
+    non-float, empty or non-finite data is an input error."""
+    if isinstance(path, torch.Tensor):
+        _check_inputs(path, what)
+        return path
     check_input(path, what, "data")  # a FIFO or a device: one line naming the option
     try:
         if path.suffix.lower() == ".npy":
@@ -500,6 +504,11 @@ MIXED = 0.5
 BOUNDARY_WEIGHT = 4.0
 #: "near": a top-2 logit margin small against this share of the batch's median margin
 BOUNDARY_SCALE = 0.2
+#: the weight of a classifier's logit KL divergence (at TEMPERATURE, times its square)
+#: beside the relative squared output error; 0: off. On real digits (benchmarks/
+#: fidelity.py) it took the disagreements of 300 steps from 4 of 594 to 1
+LOGIT_KL = 1.0
+TEMPERATURE = 4.0
 
 
 def distill(original: nn.Module, converted: nn.Module, names: list[str], data: torch.Tensor,
@@ -510,7 +519,8 @@ def distill(original: nn.Module, converted: nn.Module, names: list[str], data: t
     mixes half its inputs with others of the batch (mixup: ``l·x + (1-l)·x'``, ``l``
     uniform), so training sees far more points than the N given and does not just learn
     those N; its loss is the relative squared output error ||y' - y||² / ||y||² (for a
-    classifier, inputs near a decision boundary weigh more: :func:`_output_loss`) plus
+    classifier, inputs near a decision boundary weigh more: :func:`_output_loss`, and
+    ``LOGIT_KL`` times the logits' KL divergence at ``TEMPERATURE``: :func:`_logit_kl`) plus
     ``FEATURES`` times the mean of the same error at each converted layer's output (every
     layer is held to its original, not only the last one). Everything else stays frozen
     and in eval mode (batch norm keeps its statistics). The relative output error on all
@@ -573,6 +583,9 @@ def _train(original: nn.Module, converted: nn.Module, names: list[str],
         with _layer_outputs(converted, names) as f1:
             y1 = _first(_run(converted, xb, "--calibration-data")).float()
         loss = _output_loss(y1, y0)
+        kl = _logit_kl(y1, y0, TEMPERATURE) if LOGIT_KL else None
+        if kl is not None:
+            loss = loss + LOGIT_KL * kl
         if FEATURES and f0 and len(f0) == len(f1):  # the same calls in both forwards
             per_layer = [_rel_sq(b, a) for a, b in zip(f0, f1, strict=True)
                          if bool(a.any())]  # a layer whose output is all zeros: no scale
@@ -619,6 +632,17 @@ def _output_loss(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     scale = (BOUNDARY_SCALE * margin.median()).clamp_min(1e-12)
     w = 1 + BOUNDARY_WEIGHT * torch.exp(-margin / scale)
     return (w * ((y - ref) ** 2).sum(1)).sum() / (w * (ref ** 2).sum(1)).sum().clamp_min(1e-30)
+
+
+def _logit_kl(y: torch.Tensor, ref: torch.Tensor, t: float) -> torch.Tensor | None:
+    """For a classifier's (N, classes) outputs, ``t² · KL(softmax(ref/t) ‖ softmax(y/t))``
+    averaged over the inputs (Hinton et al.'s distillation term: it weighs what decides the
+    top-1 class, the logits' differences, not their common offset); None otherwise."""
+    if ref.ndim != 2 or ref.shape[1] < 2:
+        return None
+    logp = nn.functional.log_softmax(y.float() / t, 1)
+    logq = nn.functional.log_softmax(ref.float().detach() / t, 1)
+    return t * t * (logq.exp() * (logq - logp)).sum(1).mean()
 
 
 def _rel_sq(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

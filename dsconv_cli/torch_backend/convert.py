@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import BudgetError, InputError
+from ..names import short_name
 from ..plan import (
     ConvFacts,
     Decision,
@@ -397,11 +398,35 @@ def serialise(loaded: Loaded, decisions: list[Decision], output: Path,
             (plan_path(output), json.dumps(plan, indent=2) + "\n")]
 
 
+def _read_plan_file(path: Path) -> dict[str, Any]:
+    """A ``.plan.json`` for :func:`apply_plan`: read with the command line's checks; every
+    problem a one-line ``ValueError`` naming the file (made safe to show)."""
+    from ..inputs import read_text
+
+    where = short_name(str(path), 200)
+    try:
+        doc = json.loads(read_text(path, None, "plan"))
+        validate_plan(doc)
+    except InputError as e:
+        raise ValueError(short_name(str(e), 300)) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not a JSON plan ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply to be a plan") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {short_name(str(e), 300)}") from None
+    return doc
+
+
 def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Module:
     """Rebuild the depthwise separable structure a ``.plan.json`` describes, in place, so
     the converted state_dict loads: ``apply_plan(arch(), plan); model.load_state_dict(sd)``.
-    The plan is checked whole before anything is built (``ValueError``, one line)."""
-    doc = dict(plan) if isinstance(plan, Mapping) else json.loads(Path(plan).read_text())
+    The plan is checked whole before anything is built (``ValueError``, one line, naming
+    the file); a file is read as the command line reads one (a regular file of sane size:
+    a FIFO or ``/dev/zero`` is refused, never read)."""
+    if not isinstance(plan, (Mapping, str, Path)):
+        raise TypeError(f"apply_plan: the plan is a dict or a path, not {type(plan).__name__}")
+    doc = dict(plan) if isinstance(plan, Mapping) else _read_plan_file(Path(plan))
     replacements: dict[int, nn.Module] = {}
     ranks: dict[int, tuple[nn.Conv2d, int]] = {}
     for entry in validate_plan(doc):
@@ -409,9 +434,11 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any] | str | Path) -> nn.Mod
         try:
             conv = model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"plan layer {name!r}: the model has no such module") from None
+            raise ValueError(f"plan layer {short_name(name)!r}: the model has no such "
+                             "module") from None
         if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"plan layer {name!r} is {type(conv).__name__}, not Conv2d")
+            raise ValueError(f"plan layer {short_name(name)!r} is {type(conv).__name__}, "
+                             "not Conv2d")
         if (conv.in_channels, conv.out_channels, list(conv.kernel_size)) != (
                 entry["in_channels"], entry["out_channels"], entry["kernel"]):
             raise ValueError(f"plan layer {name!r} does not match the model's conv")

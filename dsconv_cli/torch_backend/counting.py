@@ -25,6 +25,7 @@ says so), with PyTorch's fused attention fast path off so the count does not dep
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 from collections.abc import Iterator
@@ -42,7 +43,8 @@ from ..errors import InputError
 from . import forward_error, free_memory
 from .loading import module_stack
 
-__all__ = ["ModelCount", "ModuleCount", "check_forward_fits", "count_model", "model_cost"]
+__all__ = ["ModelCount", "ModuleCount", "check_forward_fits", "count_model", "meta_copy",
+           "model_cost"]
 
 aten = torch.ops.aten
 
@@ -258,6 +260,20 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
     finally:
         for table, name, t in reversed(saved):
             table[name] = t
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are meta stand-ins of its own
+    (tied and shared tensors stay shared): the modules are deep-copied, no weight is, and
+    ``model`` is left as it was. What the Python API counts a live module on."""
+    memo: dict[int, Any] = {}
+    for t in (*model.parameters(), *model.buffers()):
+        if id(t) not in memo:
+            stand_in = torch.empty_like(t, device="meta")
+            memo[id(t)] = (nn.Parameter(stand_in, t.requires_grad)
+                           if isinstance(t, nn.Parameter) else stand_in)
+    out: nn.Module = copy.deepcopy(model, memo)
+    return out
 
 
 def _run(model: nn.Module, x: torch.Tensor, on_meta: bool, stack: list[str],

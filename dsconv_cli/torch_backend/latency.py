@@ -126,13 +126,32 @@ def _problem(forms: dict[str, Timed]) -> str | None:
     return None
 
 
-def _from_cache(entry: Any, ms: Sequence[int]) -> dict[str, Timed] | None:
-    """A cached row, if it is whole and every form passes :func:`entry_problem`."""
+def _from_cache(rows: dict[str, Any], f: ConvFacts, ms: Sequence[int]
+                ) -> dict[str, Timed] | None:
+    """A cached row of this layer shape measuring at least ``ms`` (its forms were timed
+    together, so any of them compare with its conv), if it is whole and every form it has
+    passes :func:`entry_problem`; the exact row first."""
+    exact = shape_key(f, ms)
+    shape = json.loads(exact)[:-1]
+    keys = [exact] + [k for k in rows if k != exact and _holds(k, shape, ms)]
+    for key in keys:
+        entry: Any = rows.get(key)
+        try:
+            forms = {k: Timed(tuple(float(v) for v in entry[k]))
+                     for k in ("conv", *map(str, ms))}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if _problem(forms) is None:
+            return forms
+    return None
+
+
+def _holds(key: str, shape: list[Any], ms: Sequence[int]) -> bool:
     try:
-        forms = {k: Timed(tuple(float(v) for v in entry[k])) for k in ("conv", *map(str, ms))}
-    except (KeyError, TypeError, ValueError):
-        return None
-    return None if _problem(forms) else forms
+        doc = json.loads(key)
+        return bool(doc[:-1] == shape and set(ms) <= set(doc[-1]))
+    except (ValueError, TypeError, IndexError):
+        return False
 
 
 def _read_cache(path: Path, warn: Callable[[str], None]) -> dict[str, Any]:
@@ -154,13 +173,14 @@ def layer_table(layers: Sequence[tuple[ConvFacts, int]], s: Session,
                 errors: Callable[[ConvFacts, int], float], recalibrate: bool = False,
                 allow_larger: bool = False, warn: Callable[[str], None] = lambda m: None,
                 advance: Callable[[str], None] | None = None,
-                also: Callable[[ConvFacts], int | None] | None = None
+                only: Callable[[ConvFacts], list[int]] | None = None
                 ) -> tuple[list[LayerTable], TableStats]:
     """The latency table of ``layers`` (facts, calls per forward) in the session's runtime:
     each distinct layer shape measured once (or read from the cache, unless
     ``recalibrate``), with ``errors(facts, m)`` the error of each DS form. Layers the
     forward never reached, or with no DS form smaller than the conv, are left out.
-    ``also(facts)`` names one more multiplier to measure (the one a plan picked)."""
+    ``only(facts)`` names the multipliers to measure instead of the candidates (the one a
+    plan picked, for ``compare --vs ds``); a cached row measuring more serves it."""
     path = cache_path(CACHE_NAME)
     tables = _read_cache(path, warn)
     key = table_key(s)
@@ -171,15 +191,12 @@ def layer_table(layers: Sequence[tuple[ConvFacts, int]], s: Session,
     done: dict[str, tuple[dict[str, Timed], bool, str | None]] = {}
     out = []
     for f, calls in layers:
-        ms = candidate_multipliers(f, allow_larger)
-        extra = also(f) if also else None
-        if extra is not None and extra not in ms and ms:
-            ms = sorted({*ms, extra})
+        ms = only(f) if only else candidate_multipliers(f, allow_larger)
         if f.input_shape is None or len(f.input_shape) != 4 or not ms or calls == 0:
             continue
         sk = shape_key(f, ms)
         if sk not in done:
-            forms = None if recalibrate else _from_cache(rows.get(sk), ms)
+            forms = None if recalibrate else _from_cache(rows, f, ms)
             cached, problem = forms is not None, None
             if forms is None:
                 for _ in range(ATTEMPTS):

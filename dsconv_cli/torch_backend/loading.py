@@ -257,6 +257,8 @@ def read_plan(path: Path) -> dict[str, Any] | None:
         validate_plan(doc)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not a JSON plan ({e})") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply to be a plan") from None
     except ValueError as e:
         raise InputError(f"{where}: {e}") from None
     return doc
@@ -452,3 +454,58 @@ def first_tensor(y: Any) -> torch.Tensor | None:
     items = y.values() if isinstance(y, Mapping) else (
         y if isinstance(y, (list, tuple)) else ())
     return next((v for v in items if isinstance(v, torch.Tensor)), None)
+
+
+def check_written(files: list[tuple[Path, bytes | str]], model: nn.Module,
+                  before: bool = False) -> None:
+    """What ``convert`` writes, checked before it says "wrote". ``before``: the model's
+    bytes (the first file) are a torch file, and a state_dict loads as weights
+    (``weights_only``) holding every tensor of the model with its shape. After writing:
+    every file on disk, read back, is the bytes that were checked (size and content). A
+    ``BackendError`` (exit 1) says what is wrong: user code that replaced ``torch.save``
+    can never produce "wrote" over an empty file."""
+    for i, (path, data) in enumerate(files):
+        raw = data.encode() if isinstance(data, str) else data
+        if before:
+            got = raw
+        else:
+            try:
+                got = path.read_bytes()
+            except OSError as e:
+                raise BackendError(f"{path}: cannot be read back after writing "
+                                   f"({e.strerror or e})") from None
+            if got != raw:  # the same bytes as checked before: they load the same
+                raise BackendError(f"{path}: {len(got):,} bytes on disk after writing "
+                                   f"{len(raw):,}: not what was written")
+            continue
+        if i == 0:
+            _check_model_bytes(path, got, model, "about to be written" if before else
+                               "written")
+
+
+def _check_model_bytes(path: Path, data: bytes, model: nn.Module, what: str) -> None:
+    import io
+
+    bad = f"{path}: the model {what} "
+    if not data or not zipfile.is_zipfile(io.BytesIO(data)):
+        raise BackendError(bad + f"is not a torch file ({len(data):,} bytes; was torch.save "
+                           "replaced by user code?); nothing more is said to be written")
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise BackendError(bad + f"is not a torch file ({describe(e)})") from None
+    if not any(n.endswith("data.pkl") for n in names):
+        raise BackendError(bad + "holds no pickled object (data.pkl)")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # a whole pickled module: not weights; its archive was checked
+        return
+    if not isinstance(obj, Mapping):
+        raise BackendError(bad + f"loads as {type(obj).__name__}, not a state_dict")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if got != want:
+        missing = sorted(set(want) - set(got))[:3]
+        raise BackendError(bad + "does not hold the converted model's weights "
+                           f"({len(got)} tensors, {len(want)} expected"
+                           + (f"; missing {', '.join(missing)}" if missing else "") + ")")

@@ -30,21 +30,30 @@ def sections(text: str) -> list[list[str]]:
     return out
 
 
+def _results_of(results: Path, name: str) -> list[Path]:
+    """``<name>.txt``, else the parts a script writes one file each (``<name>_<part>.txt``,
+    quick runs left out)."""
+    one = results / f"{name}.txt"
+    if one.exists():
+        return [one]
+    return sorted(p for p in results.glob(f"{name}_*.txt") if not p.stem.endswith("_quick"))
+
+
 def rebuild(text: str, results: Path) -> str:
     parts = sections(text)
     out = ["\n".join(parts[0]).rstrip("\n")]
     for sec in parts[1:]:
         head, body = sec[0], "\n".join(sec[1:])
         m = re.search(r"`benchmarks/(\w+)\.py`", head)
-        res = results / f"{m.group(1)}.txt" if m else None
-        if m and res is not None and res.exists() and m.group(1) not in SKIP:
+        files = _results_of(results, m.group(1)) if m and m.group(1) not in SKIP else []
+        if files:
             body = re.sub(r"`results/\w+\.txt`, as the script printed it:\n\n```text\n.*?\n```",
                           "", body, flags=re.S)
             paras = [p for p in body.strip("\n").split("\n\n")
                      if p.strip() and not p.startswith("Not re-run")]
-            block = res.read_text().rstrip("\n")
-            body = "\n\n".join(paras) + (f"\n\n`results/{m.group(1)}.txt`, as the script "
-                                          f"printed it:\n\n```text\n{block}\n```")
+            body = "\n\n".join(paras) + "".join(
+                f"\n\n`results/{f.name}`, as the script printed it:\n\n```text\n"
+                f"{f.read_text().rstrip(chr(10))}\n```" for f in files)
         out.append((head + "\n\n" + body.strip("\n")).rstrip("\n"))
     return "\n\n".join(out) + "\n"
 

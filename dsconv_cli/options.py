@@ -13,8 +13,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["DEVICE_NAMES", "MEMORY_FORMAT_NAMES", "MeasureOptions", "choose", "did_you_mean",
-           "parse_input_shape"]
+__all__ = ["DEVICE_NAMES", "MEMORY_FORMAT_NAMES", "QUANTIZE_SCHEMES", "MeasureOptions",
+           "check_int8", "choose", "did_you_mean", "parse_input_shape"]
 
 #: where layers can be timed (``auto`` = cuda if available)
 DEVICE_NAMES: tuple[str, ...] = ("cpu", "cuda", "auto")
@@ -34,6 +34,34 @@ class MeasureOptions:
     runtimes: tuple[str, ...] = ("eager",)
     #: interleaved A/B rounds (blocks per side) wherever two things are timed together
     rounds: int = 10
+    #: ``--dtype int8``: the weights' quantization scheme (per-channel or per-tensor)
+    quantize_scheme: str = "per-channel"
+    #: ``--dtype int8``: the inputs a model's ranges are calibrated on (a layer's are
+    #: seeded random inputs)
+    calibration_data: str | None = None
+
+
+#: what ``--quantize-scheme`` takes: int8 weights per output channel or one range per tensor
+QUANTIZE_SCHEMES: tuple[str, ...] = ("per-channel", "per-tensor")
+
+
+def check_int8(opts: MeasureOptions) -> None:
+    """``--dtype int8`` is ONNX Runtime's static quantization: it needs --runtime
+    onnxruntime (alone) and ONNX Runtime installed. Checked before any work (exit 2)."""
+    import importlib.util
+
+    from .errors import InputError
+
+    if opts.dtype != "int8":
+        return
+    if opts.runtimes != ("onnxruntime",):
+        raise InputError("--dtype int8 is measured in ONNX Runtime (static quantization): "
+                         "give --runtime onnxruntime")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise InputError("--dtype int8 needs ONNX Runtime: pip install 'dsconv[onnx]'")
+    if opts.quantize_scheme not in QUANTIZE_SCHEMES:
+        raise InputError(f"--quantize-scheme {opts.quantize_scheme!r}: choose from "
+                         f"{', '.join(QUANTIZE_SCHEMES)}")
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

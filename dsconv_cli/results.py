@@ -31,8 +31,10 @@ __all__ = [
     "ConvertTiming",
     "ConvertTotals",
     "Distillation",
+    "ConvertInt8",
     "DsForm",
     "Fidelity",
+    "Int8Timing",
     "LatencyForm",
     "LatencyLayer",
     "LatencyReport",
@@ -43,6 +45,7 @@ __all__ = [
     "ModelAnalysis",
     "ModuleRow",
     "ModuleTime",
+    "OpTime",
     "PresetFullConv",
     "PresetLayer",
     "PresetModel",
@@ -180,6 +183,8 @@ class Side(CostTotals):
     #: with several --runtime: each runtime's best layout, and the fastest of them
     measured_by_runtime: Optional[list[Measurement]] = optional()
     fastest: Optional[dict[str, Any]] = optional()
+    #: --dtype int8: this side as int8 against its fp32 self in ONNX Runtime
+    int8: Optional[Int8Timing] = optional()
 
     @classmethod
     def of(cls, c: Cost, spec: str | None = None) -> Side:
@@ -248,6 +253,9 @@ _ELSEWHERE: dict[str, str] = {
     "BlockStats": "results_measure",
     "Measurement": "results_measure",
     "Speedup": "results_measure",
+    "OpTime": "results_measure",
+    "Int8Timing": "results_measure",
+    "ConvertInt8": "results_convert",
     "DsForm": "results_model",
     "ModuleTime": "results_model",
     "ModuleRow": "results_model",
@@ -294,6 +302,7 @@ if TYPE_CHECKING:  # for mypy; at run time __getattr__ imports them on first use
     from .results_convert import (
         ConvertChoices,
         ConvertExport,
+        ConvertInt8,
         ConvertLayer,
         ConvertResult,
         ConvertSource,
@@ -308,7 +317,7 @@ if TYPE_CHECKING:  # for mypy; at run time __getattr__ imports them on first use
         LayerOutputError,
         Verification,
     )
-    from .results_measure import BlockStats, Measurement, Speedup
+    from .results_measure import BlockStats, Int8Timing, Measurement, OpTime, Speedup
     from .results_model import (
         DsForm,
         ModelAnalysis,

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .results import Rendered, optional
+from .results_measure import OpTime, Speedup
 
 __all__ = [
-    "ConvertChoices", "ConvertExport", "ConvertLayer", "ConvertResult", "ConvertSource",
+    "ConvertChoices", "ConvertExport", "ConvertInt8", "ConvertLayer", "ConvertResult",
+    "ConvertSource",
     "ConvertTiming", "ConvertTotals", "Distillation", "Fidelity", "LatencyForm",
     "LatencyLayer", "LatencyReport", "LatencyRound", "LayerOutputError", "Verification",
 ]
@@ -171,6 +173,17 @@ class ConvertExport:
     #: the largest |diff| allowed: the dtype's tolerance times the output's scale
     tolerance: float
     seconds: float
+    #: dimension name -> index, of the input (and first output) left symbolic: {"batch":
+    #: 0} by default, {} with --static-shape (or when the model cannot take a dynamic batch:
+    #: ``note`` says why)
+    dynamic_dims: dict[str, int] = field(default_factory=dict)
+    #: the batch sizes the artifact was run at and checked against the model
+    checked_batches: list[int] = field(default_factory=list)
+    note: Optional[str] = optional()
+    #: --quantize int8: how it was quantized (scheme, format, calibration inputs, the
+    #: nodes kept in fp32) and its relative output error against the converted fp32 model
+    #: on the check inputs
+    int8: Optional[dict[str, Any]] = optional()
 
 
 @dataclass(frozen=True)
@@ -252,6 +265,37 @@ class LatencyReport:
 
 
 @dataclass(frozen=True)
+class ConvertInt8:
+    """``--quantize int8``: the exported model quantized statically after conversion, its
+    fidelity against the original fp32 model beside the converted fp32 model's, and the
+    three graphs' sizes and ONNX Runtime latencies."""
+
+    scheme: str
+    format: str
+    calibration_inputs: int
+    #: depthwise/pointwise pairs cross-layer equalised before the export (--equalise)
+    equalised_pairs: int
+    #: nodes left in fp32 (--keep-fp32), with their int8 error when quantized alone
+    fp32_nodes: list[dict[str, Any]]
+    #: ||int8 - converted fp32|| / ||converted fp32|| on the export's check inputs
+    rel_error_vs_converted: float
+    #: the int8 model against the original fp32 model
+    fidelity: Fidelity
+    #: the converted fp32 model against the original (the conversion's own fidelity)
+    fidelity_fp32: Optional[Fidelity]
+    #: ONNX graph bytes: original_fp32, converted_fp32, converted_int8
+    bytes: dict[str, int]
+    #: ONNX Runtime, per graph: median_ms, iqr_ms
+    latency_ms: dict[str, dict[str, float]]
+    #: "A_vs_B" = time(B) / time(A), interleaved A/B with its interval
+    speedups: dict[str, Speedup]
+    #: the node types ORT ran for the int8 graph (its profile), slowest first
+    ops: list[OpTime]
+    #: where int8 is not faster than the converted fp32 graph: what ran instead
+    why: Optional[str] = optional()
+
+
+@dataclass(frozen=True)
 class ConvertResult(Rendered):
     """``dsconv convert``: per-layer rows, totals, the output check, fidelity, timings,
     and what was written."""
@@ -277,3 +321,5 @@ class ConvertResult(Rendered):
     export: Optional[ConvertExport] = optional()
     distillation: Optional[Distillation] = optional()
     latency: Optional[LatencyReport] = optional()
+    #: --quantize int8: the int8 artifact's fidelity, sizes and latencies
+    int8: Optional[ConvertInt8] = optional()

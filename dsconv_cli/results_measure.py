@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from .results import optional
 
-__all__ = ["BlockStats", "Measurement", "Speedup"]
+__all__ = ["BlockStats", "Int8Timing", "Measurement", "OpTime", "Speedup"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ class Measurement(BlockStats):
     compile_s: Optional[float] = optional()
     exporter: Optional[str] = optional()
     max_abs_diff: Optional[float] = optional()
+    #: int8 (ONNX Runtime's static quantization): the element type, the weights' scheme
+    #: and the relative output error against the fp32 module on the check input
+    dtype: Optional[str] = optional()
+    scheme: Optional[str] = optional()
+    rel_error: Optional[float] = optional()
 
     def with_share(self, share: float) -> Measurement:
         return dataclasses.replace(self, share_time=round(share, 4))
@@ -94,3 +99,32 @@ class Speedup:
                                                         round(ab.ci95[1], 4)],
             p_value=float(f"{ab.p_value:.4g}"), verdict=ab.verdict, mde=round(ab.mde, 4),
             rounds=ab.n[0])
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One node type ONNX Runtime ran (its profile), per forward."""
+
+    op: str
+    calls: int
+    ms: float
+    #: of the summed node times
+    share: float
+
+
+@dataclass(frozen=True)
+class Int8Timing:
+    """A module in ONNX Runtime as int8 (static QDQ quantization) beside its fp32 self,
+    timed interleaved in the same process."""
+
+    scheme: str
+    fp32_ms: float
+    int8_ms: float
+    #: fp32 time / int8 time, with its interval: above 1, int8 is faster
+    speedup: Speedup
+    #: ||int8 - fp32|| / ||fp32|| on the check input (the fp32 module in torch)
+    rel_error: float
+    #: the node types ORT ran for the int8 graph, slowest first (its profiling JSON)
+    ops: list[OpTime]
+    #: where int8 is not faster: what ran instead of int8 kernels
+    why: Optional[str] = optional()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .results import Rendered, optional
-from .results_measure import Measurement, Speedup
+from .results_measure import Int8Timing, Measurement, Speedup
 
 __all__ = [
     "DsForm", "ModelAnalysis", "ModuleRow", "ModuleTime", "UncountedOp",
@@ -113,6 +113,8 @@ class ModelAnalysis(Rendered):
     #: the same A/B in every runtime asked for (the first is ``speedup``)
     speedup_by_runtime: Optional[list[Speedup]] = optional()
     warnings: Optional[list[str]] = optional()
+    #: --dtype int8: the model as int8 against its fp32 self in ONNX Runtime
+    int8: Optional[Int8Timing] = optional()
     #: module depth the table shows (``--depth``)
     depth_shown: Optional[int] = optional()
 

@@ -102,7 +102,11 @@ def unsourced(doc: str, text: str, results: dict[str, str]) -> list[str]:
     missing = []
     for lineno, fig in measured_figures(text):
         named = where[lineno - 1]
-        pool = "\n".join(printed.get(n, "") for n in named) if named else everything
+        # a script that runs in parts (int8.py) writes NAME_PART.txt, one file each, and no
+        # NAME.txt
+        pool = "\n".join(t for k, t in printed.items() if any(
+            k == n or (n not in printed and k.startswith(f"{n}_")) for n in named)
+        ) if named else everything
         if not re.search(rf"(?<![\w.]){re.escape(fig)}(?![\w/])", pool):
             missing.append(f"{doc}:{lineno}: {fig}" + (
                 f" (not in results/{', '.join(sorted(named))}.txt)" if named else ""))

@@ -66,6 +66,8 @@ from .options import (
     MemoryFormatOpt,
     MinChannelsOpt,
     MinTimeOpt,
+    QuantizeScheme,
+    QuantizeSchemeOpt,
     RecalibrateOpt,
     ReportOpt,
     RoundsOpt,
@@ -163,8 +165,13 @@ EcaKOpt = Annotated[NumOpt, _layer("--eca-k", "eca: kernel size (default: adapti
 BatchOpt = Annotated[str, _layer("--batch", "Batch size; counts are per batch (for a "
                                  "model: overrides --input-shape's first size).", SHARED)]
 DtypeOpt = Annotated[Dtype, typer.Option(
-    "--dtype", help="Element type: sizes the bytes moved; measured layers run in it (int8 "
-    "is analytic only).", rich_help_panel=SHARED)]
+    "--dtype", help="Element type: sizes the bytes moved; measured layers run in it (int8: "
+    "ONNX Runtime's static quantization, with --runtime onnxruntime, timed beside fp32).",
+    rich_help_panel=SHARED)]
+Int8CalibrationOpt = Annotated[Optional[Path], typer.Option(
+    "--calibration-data", metavar="PATH", help="--dtype int8 with a model: N inputs (a "
+    "torch.save'd tensor or .npy) the activation ranges are calibrated on.",
+    rich_help_panel=MEASURE, dir_okay=False)]
 DepthMultOpt = Annotated[str, _layer(
     "--depth-multiplier", "Depthwise filters per input channel (separable layers; a model's "
     "convs, as convert).", SHARED)]
@@ -287,6 +294,8 @@ def compare(
     warmup: WarmupOpt = 3,
     rounds: RoundsOpt = 10,
     runtime: RuntimeOpt = "eager",
+    quantize_scheme: QuantizeSchemeOpt = QuantizeScheme.per_channel,
+    calibration_data: Int8CalibrationOpt = None,
     recalibrate: RecalibrateOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     as_json: JsonOpt = False,
@@ -312,8 +321,9 @@ def compare(
     use = use_of(model, arch)
     check_applies(ctx, use, measure)
     params = given_values(ctx)
+    _check_int8(use, measure, dtype, ctx, calibration_data)
     opts = (measure_options(device, dtype, threads, memory_format, min_time, warmup, rounds,
-                            runtime) if measure else None)
+                            runtime, quantize_scheme, calibration_data) if measure else None)
     if use == "network":
         check_network_options(params, output.reports)
         return compare_network(network_request(params), strict, opts, recalibrate, output)
@@ -325,6 +335,29 @@ def compare(
     values["kind"] = kind.value
     values["activation"] = activation.value if activation else None
     compare_layers(values, dtype, max_cases, opts, recalibrate, output)
+
+
+def _check_int8(use: str, measure: bool, dtype: Dtype, ctx: typer.Context,
+                calibration: Path | None) -> None:
+    """--quantize-scheme and --calibration-data are int8's; a model's int8 ranges come
+    from real inputs (--calibration-data), a layer's from seeded random ones."""
+    if not (measure and dtype is Dtype.int8):
+        for name, flag in (("quantize_scheme", "--quantize-scheme"),
+                           ("calibration_data", "--calibration-data")):
+            if _given(ctx, name):
+                raise InputError(f"Invalid value for '{flag}': applies with --measure "
+                                 "--dtype int8")
+        return
+    if use != "network":
+        if calibration is not None:
+            raise InputError("Invalid value for '--calibration-data': applies to a model "
+                             "(--model FILE or --arch); a layer is calibrated on random "
+                             "inputs")
+        return
+    if calibration is None:
+        raise InputError("--dtype int8 with a model calibrates its activation ranges on "
+                         "real inputs: give --calibration-data")
+    check_input(calibration, "--calibration-data", "data")
 
 
 def _param(field: str) -> str:

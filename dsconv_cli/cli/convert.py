@@ -47,6 +47,8 @@ from .options import (
     MemoryFormatOpt,
     MinChannelsOpt,
     MinTimeOpt,
+    QuantizeScheme,
+    QuantizeSchemeOpt,
     RecalibrateOpt,
     ReportOpt,
     RoundsOpt,
@@ -145,6 +147,33 @@ ExportOpt = Annotated[Optional[Path], typer.Option(
     "converted model first.", rich_help_panel=WRITE, dir_okay=False)]
 
 
+# ------------------------------------------------------------- int8 and export shapes (28)
+INT8 = "int8 (ONNX Runtime static quantization of the --export .onnx)"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+PER_CHANNEL = QuantizeScheme.per_channel
+
+
+QuantizeOpt = Annotated[Optional[Quantize], typer.Option(
+    "--quantize", help="Quantize the --export .onnx statically after conversion (QDQ, "
+    "calibrated on --calibration-data); its fidelity against the original fp32 model is "
+    "reported and gated by --min-agreement / --max-output-error.", rich_help_panel=INT8,
+    show_default=False)]
+EqualiseOpt = Annotated[bool, typer.Option(
+    "--equalise", help="Cross-layer equalisation of each depthwise/pointwise pair before "
+    "quantizing (same fp32 function, per-channel ranges made alike).", rich_help_panel=INT8)]
+KeepFp32Opt = Annotated[int, typer.Option(
+    "--keep-fp32", metavar="N", help="Keep the N weighted nodes whose int8 error alone is "
+    "largest in fp32 (one quantization per node to find them).", rich_help_panel=INT8)]
+StaticShapeOpt = Annotated[bool, typer.Option(
+    "--static-shape", help="Pin the export to its input's batch size (by default the batch "
+    "dimension is dynamic, checked at two sizes).", rich_help_panel=WRITE)]
+
+
 @handle_errors
 def convert(
     model: ModelArg, output: OutputOpt = None, input_shape: InputShapeOpt = None,
@@ -165,6 +194,8 @@ def convert(
     device: DeviceOpt = Device.cpu, threads: ThreadsOpt = None,
     memory_format: MemoryFormatOpt = MemoryFormat.nchw, min_time: MinTimeOpt = 0.2,
     warmup: WarmupOpt = 3, rounds: RoundsOpt = 10, recalibrate: RecalibrateOpt = False,
+    quantize: QuantizeOpt = None, quantize_scheme: QuantizeSchemeOpt = PER_CHANNEL,
+    equalise: EqualiseOpt = False, keep_fp32: KeepFp32Opt = 0, static_shape: StaticShapeOpt = False,
     fmt: FormatOpt = OutputFormat.table, as_json: JsonOpt = False, report: ReportOpt = None,
     wide: WideOpt = False, columns: ColumnsOpt = None,
 ) -> None:
@@ -182,8 +213,7 @@ def convert(
     measure = _check_latency(target_latency, target_macs, energy, depth_multiplier, init,
                              input_shape, runtime, device, threads, memory_format, min_time,
                              warmup, rounds)
-    if not 0 <= seed < 1 << 64:  # torch's seeds are 64-bit
-        raise InputError(f"--seed must be 0 to 2**64 - 1, got {seed}")
+    _check_seed(seed)
     request = ConvertRequest(
         model=model, output=output, input_shape=input_shape,
         plan=_plan_options(min_channels, include, exclude,
@@ -193,10 +223,10 @@ def convert(
         arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs), target_macs=target_macs,
         seed=seed, dry_run=dry_run, force=force, write_unchanged=write_unchanged,
         calibration_data=calibration_data, eval_data=eval_data, refine_steps=refine_steps,
-        distill_steps=distill_steps,
-        calibration_batch=calibration_batch, min_agreement=min_agreement,
-        max_output_error=max_output_error, export=export, target_latency=target_latency,
-        measure=measure, recalibrate=recalibrate)
+        distill_steps=distill_steps, calibration_batch=calibration_batch,
+        min_agreement=min_agreement, max_output_error=max_output_error, export=export,
+        target_latency=target_latency, measure=measure, recalibrate=recalibrate,
+        **_int8(quantize, quantize_scheme, equalise, keep_fp32, static_shape))
     _check_output(model, output, dry_run, force, reports, export,
                   [("--calibration-data", calibration_data), ("--eval-data", eval_data),
                    arch_file("--arch", arch)])
@@ -205,6 +235,19 @@ def convert(
          reports)
     if result.refusal:
         raise fail(result.refusal, 1)
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 1 << 64:  # torch's seeds are 64-bit
+        raise InputError(f"--seed must be 0 to 2**64 - 1, got {seed}")
+
+
+def _int8(quantize: Quantize | None, scheme: QuantizeScheme, equalise: bool, keep_fp32: int,
+          static_shape: bool) -> dict[str, Any]:
+    """The request's int8 and export-shape fields (issue 28), checked by the service
+    before any work."""
+    return {"quantize": quantize.value if quantize else None, "quantize_scheme": scheme.value,
+            "equalise": equalise, "keep_fp32": keep_fp32, "static_shape": static_shape}
 
 
 def _check_fit(calibration_data: Path | None, eval_data: Path | None, refine_steps: int,

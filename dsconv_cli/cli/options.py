@@ -68,6 +68,15 @@ RuntimeOpt = Annotated[str, typer.Option(
     + ", ".join(f"{name} ({what})" for name, what in RUNTIME_HELP.items())
     + "; a comma list times each (onnxruntime needs dsconv\\[onnx]).",
     rich_help_panel=MEASURE)]
+class QuantizeScheme(str, Enum):
+    per_channel = "per-channel"
+    per_tensor = "per-tensor"
+
+
+QuantizeSchemeOpt = Annotated[QuantizeScheme, typer.Option(
+    "--quantize-scheme", help="int8 weights: one range per output channel, or one per "
+    "tensor (depthwise filters' ranges differ widely: per-tensor loses more).",
+    rich_help_panel=MEASURE)]
 RecalibrateOpt = Annotated[bool, typer.Option(
     "--recalibrate", help="Re-measure peak FLOP/s and bandwidth instead of using the cache.",
     rich_help_panel=MEASURE)]
@@ -182,11 +191,21 @@ def parse_runtimes(text: str) -> tuple[str, ...]:
 
 def measure_options(device: Device, dtype: Dtype, threads: int | None,
                     memory_format: MemoryFormat, min_time: float, warmup: int,
-                    rounds: int = 10, runtime: str = "eager") -> MeasureOptions:
-    """The measurement options of the command line, checked."""
+                    rounds: int = 10, runtime: str = "eager",
+                    quantize_scheme: QuantizeScheme = QuantizeScheme.per_channel,
+                    calibration_data: Path | None = None) -> MeasureOptions:
+    """The measurement options of the command line, checked (``--dtype int8``: ONNX
+    Runtime installed and asked for)."""
+    from ..options import check_int8
+
     if not 10 <= rounds <= 10_000:
         raise InputError(f"--rounds must be 10 to 10,000, got {rounds}")
     fmts = (MEMORY_FORMAT_NAMES if memory_format is MemoryFormat.both
             else (memory_format.value,))
-    return MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup,
-                          rounds=rounds, runtimes=parse_runtimes(runtime))
+    opts = MeasureOptions(device.value, dtype.value, threads, fmts, min_time, warmup,
+                          rounds=rounds, runtimes=parse_runtimes(runtime),
+                          quantize_scheme=quantize_scheme.value,
+                          calibration_data=None if calibration_data is None
+                          else str(calibration_data))
+    check_int8(opts)
+    return opts

@@ -201,6 +201,20 @@ def runtime_notes(std: dict[str, Any], cand: dict[str, Any] | None,
     return out
 
 
+def int8_notes(label: str, q: dict[str, Any] | None) -> list[str]:
+    """``--dtype int8``: one line per side: fp32 and int8 times in ONNX Runtime, int8's
+    speedup with its interval, the quantization error; where int8 is not faster, why."""
+    if not q:
+        return []
+    out = [f"int8 {label} ({q['scheme']}): fp32 {fmt_ms(q['fp32_ms'])} -> int8 "
+           f"{fmt_ms(q['int8_ms'])}, {fmt_speedup(q['speedup'], short=True)} "
+           f"({q['speedup'].get('verdict', '-')}); relative error vs fp32 "
+           f"{sig3(q['rel_error'])}"]
+    if q.get("why"):
+        out.append(f"  {q['why']}")
+    return out
+
+
 LAYER_COLS = ("layer", "params", "MACs", "FLOPs", "output", "activations", "bytes", "FLOP/B")
 TIMED_COLS = ("median ms", "IQR ms", "GFLOP/s", "GB/s", "roofline")
 CASES_COLS = ("case", "std params", "params", "params x", "std MACs", "MACs", "MACs x",
@@ -245,6 +259,10 @@ def _compare_single(case: dict[str, Any], measured: bool) -> Table:
     if case.get("why"):
         t.notes.append(f"Why: {case['why']}")
     t.notes.extend(runtime_notes(std, cand, case.get("speedup_by_runtime")))
+    t.notes.extend(int8_notes("standard", std.get("int8")))
+    for name, part in cand.get("parts", {}).items():
+        t.notes.extend(int8_notes(name, part.get("int8")))
+    t.notes.extend(int8_notes(f"{cand['kind']} total", cand.get("int8")))
     for w in case.get("warnings", []):
         t.notes.append(f"Note: {w}")
     return t
@@ -437,12 +455,57 @@ def _convert_notes(case: dict[str, Any]) -> list[str]:
         notes.append(f"Output check: {v['note']}.")
     ex = case.get("export")
     if ex:
-        notes.append(f"Export ({ex['format']}, {fmt_int(ex['bytes'])} bytes): checked on "
-                     f"{fmt_shape(ex['input_shape'])} against the converted model, max |diff| "
-                     f"{sig3(ex['max_abs_diff'])} (allowed {sig3(ex['tolerance'])})")
+        dims = ex.get("dynamic_dims") or {}
+        batches = ex.get("checked_batches") or [ex["input_shape"][0]]
+        shape = ("dynamic " + ", ".join(f"{n} (dim {i})" for n, i in dims.items())
+                 if dims else "static shape")
+        notes.append(f"Export ({ex['format']}, {ex['dtype']}, {fmt_int(ex['bytes'])} bytes, "
+                     f"{shape}): checked at batch {' and '.join(map(str, batches))} against "
+                     f"the converted model, max |diff| {sig3(ex['max_abs_diff'])} (allowed "
+                     f"{sig3(ex['tolerance'])})" + (
+                         f", int8 relative error {sig3(ex['int8']['rel_error'])}"
+                         if ex.get("int8") else ""))
+        if ex.get("note"):
+            notes.append(f"  {ex['note']}")
+    notes.extend(_int8_convert_notes(case))
     notes.extend(f"Warning: {w}" for w in case.get("warnings") or ())
     notes.append(case["output_note"])
     return notes
+
+
+def _int8_convert_notes(case: dict[str, Any]) -> list[str]:
+    """--quantize int8: fidelity against the original fp32 model beside the converted fp32
+    model's; sizes and ORT latencies of the three graphs."""
+    q = case.get("int8")
+    if not q:
+        return []
+
+    def fid(f: dict[str, Any] | None) -> str:
+        if not f:
+            return "-"
+        agree = "-" if f["agreement"] is None else f"{100 * f['agreement']:.2f}%"
+        return f"agreement {agree}, error {sig3(f['rel_output_error'])}"
+
+    f8 = q["fidelity"]
+    fixes = [f"{q['equalised_pairs']} pair(s) equalised"] if q["equalised_pairs"] else []
+    fixes += ["kept in fp32: " + ", ".join(n["node"] for n in q["fp32_nodes"])
+              ] if q["fp32_nodes"] else []
+    out = [f"int8 ({q['scheme']}, {q['format']}, calibrated on {q['calibration_inputs']} "
+           f"inputs{'; ' + '; '.join(fixes) if fixes else ''}) vs the original fp32 on the "
+           f"{f8['on']} inputs (n={f8['n']}): {fid(f8)}; converted fp32: "
+           f"{fid(q.get('fidelity_fp32'))}"]
+    names = {"original_fp32": "original fp32", "converted_fp32": "converted fp32",
+             "converted_int8": "converted int8"}
+    out.append("ONNX Runtime: " + "; ".join(
+        f"{label} {fmt_ms(q['latency_ms'][k]['median_ms'])} ({fmt_bytes(q['bytes'][k])})"
+        for k, label in names.items()))
+    sp = q["speedups"]
+    out.append(f"Speedups: int8 vs converted fp32 "
+               f"{fmt_speedup(sp['converted_int8_vs_converted_fp32'], short=True)}; int8 vs "
+               f"original {fmt_speedup(sp['converted_int8_vs_original_fp32'], short=True)}")
+    if q.get("why"):
+        out.append(f"  {q['why']}")
+    return out
 
 
 def convert_view(env: dict[str, Any], layout: Layout = Layout()) -> list[Table]:
@@ -815,6 +878,7 @@ def _model_notes(case: dict[str, Any]) -> list[str]:
             notes.append(f"Hooked whole: {fmt_ms(tot['attributed_ms'])} per forward, "
                          f"{fmt_ms(tot['unhooked_ms'])} without hooks in the same runs "
                          f"(hooks add {100 * (tot['hook_overhead'] or 0):+.1f}%).")
+    notes.extend(int8_notes("model", case.get("int8")))
     notes.extend(_vs_notes(case))
     if not m["counted_on"].startswith("meta"):
         notes.append(f"Counted on {m['counted_on']}.")

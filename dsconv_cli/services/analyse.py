@@ -285,6 +285,7 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     from ..torch_backend.measure import (
         ab_modules,
         check_memory,
+        int8_versus_fp32,
         measure_all,
         measure_module,
         open_session,
@@ -295,7 +296,8 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
     peak = max((_numel(r.output_shape) for r in analysis.layers if r.output_shape), default=0)
     check_memory(3 * (analysis.totals["params"] + peak) * e, session, analysis.name)
     cost = _as_cost(analysis, e)
-    with hooks.progress(2 + 3 * (other is not None), "measuring") as advance:
+    with hooks.progress(2 + (session.fp32 is not None) + 3 * (other is not None),
+                        "measuring") as advance:
         advance(f"{analysis.name}: whole model")
         best, by_fmt, by_rt = measure_all(lambda: copy.deepcopy(model), input_shape, cost,
                                           session)
@@ -304,6 +306,10 @@ def measure(analysis: ModelAnalysis, model: Any, input_shape: tuple[int, ...],
         out = _with_times(analysis, per, session, depth)
         out = dataclasses.replace(out, measured=best, measured_by_format=by_fmt,
                                   measured_by_runtime=by_rt)
+        if session.fp32 is not None:  # --dtype int8: the model against its fp32 self
+            advance(f"{analysis.name}: int8 vs fp32")
+            out = dataclasses.replace(out, int8=int8_versus_fp32(
+                lambda: copy.deepcopy(model), input_shape, session))
         if other is None or other.analysis is None:
             return out, session.environment
         advance(f"{other.label}: whole model")

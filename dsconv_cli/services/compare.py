@@ -53,7 +53,8 @@ def measure_layers(cases: list[LayerCase], opts: MeasureOptions, recalibrate: bo
     session = _session(opts, recalibrate, hooks)
     done: list[ComparedCase] = []
     failed: str | None = None
-    steps = sum(3 + len(getattr(c.candidate, "parts", ())) for c in cases)
+    per = 2 if opts.dtype == "int8" else 1
+    steps = sum(1 + per * (2 + len(getattr(c.candidate, "parts", ()))) for c in cases)
     try:
         with hooks.progress(steps, "measuring") as advance:
             for case in cases:
@@ -104,10 +105,14 @@ def measure_layer(case: LayerCase, session: Any,
             raise SkipCase(f"{case.name}: out of memory on {session.device.type} "
                            f"(estimate {need / 1e9:.2f} GB)") from None
         raise
-    parts = ({name: side.timed(*timed[name]) for name, side in base.candidate.parts.items()}
+    q = _int8(targets, session, advance, case.name)
+    parts = ({name: dataclasses.replace(side.timed(*timed[name]), int8=q.get(name))
+              for name, side in base.candidate.parts.items()}
              if base.candidate.parts else None)
-    standard = base.standard.timed(*timed["standard"])
-    candidate = dataclasses.replace(base.candidate.timed(*timed[cand.kind]), parts=parts)
+    standard = dataclasses.replace(base.standard.timed(*timed["standard"]),
+                                   int8=q.get("standard"))
+    candidate = dataclasses.replace(base.candidate.timed(*timed[cand.kind]), parts=parts,
+                                    int8=q.get(cand.kind))
     assert standard.measured and candidate.measured
     if advance:
         advance(f"{case.name}: A/B")
@@ -126,6 +131,22 @@ def measure_layer(case: LayerCase, session: Any,
         out = dataclasses.replace(out, speedup=dataclasses.replace(speedup, flag=flag))
     warnings = _flags(out) + ([f"speedup: {flag}"] if flag else [])
     return dataclasses.replace(out, why=explain(out), warnings=warnings or None)
+
+
+def _int8(targets: list[tuple[str, Any, Any]], session: Any, advance: Any,
+          name: str) -> dict[str, Any]:
+    """``--dtype int8``: each side and part as int8 against its fp32 self (ORT)."""
+    from ..torch_backend.build import build
+    from ..torch_backend.measure import int8_versus_fp32
+
+    if session.fp32 is None:
+        return {}
+    out = {}
+    for label, spec, c in targets:
+        if advance:
+            advance(f"{name}: {label} int8 vs fp32")
+        out[label] = int8_versus_fp32(partial(build, spec), c.input_shape, session)
+    return out
 
 
 def _by_runtime(std: Side, cand: Side) -> dict[str, float] | None:

@@ -23,6 +23,7 @@ from ..plan import PlanOptions, plan_path
 from ..results import (
     ConvertChoices,
     ConvertExport,
+    ConvertInt8,
     ConvertLayer,
     ConvertResult,
     ConvertSource,
@@ -34,6 +35,7 @@ from ..results import (
     LatencyReport,
     LatencyRound,
     LayerOutputError,
+    OpTime,
     Verification,
 )
 from . import Hooks
@@ -98,6 +100,17 @@ class ConvertRequest:
     measure: MeasureOptions = MeasureOptions()
     #: re-measure the cached per-layer latency table
     recalibrate: bool = False
+    # --- int8 and export shapes (issue 28)
+    #: ``--quantize int8``: the ``--export`` .onnx quantized statically (ONNX Runtime,
+    #: QDQ) after conversion, calibrated on ``calibration_data``
+    quantize: str | None = None
+    quantize_scheme: str = "per-channel"
+    #: cross-layer equalisation of the converted depthwise/pointwise pairs first
+    equalise: bool = False
+    #: keep this many of the most int8-sensitive weighted nodes in fp32
+    keep_fp32: int = 0
+    #: ``--static-shape``: the export pinned to its input's batch size
+    static_shape: bool = False
     #: a live ``nn.Module`` (the Python API) converted instead of loading ``model``: a deep
     #: copy of it, so the caller's module is left as it was
     module: nn.Module | None = None
@@ -148,6 +161,7 @@ def convert(request: ConvertRequest, hooks: Hooks = Hooks()) -> ConvertResult:
 def convert_kept(request: ConvertRequest, hooks: Hooks = Hooks()) -> Converted:
     """:func:`convert`, keeping the converted model and its plan."""
     given, request = request, _absolute(request)  # before user code (--arch may chdir)
+    check_quantize(request)
     data = _inputs(request)
     t0 = time.perf_counter()
     loaded = _load(request, hooks)
@@ -170,7 +184,11 @@ def convert_kept(request: ConvertRequest, hooks: Hooks = Hooks()) -> Converted:
     result = dataclasses.replace(result, warnings=warnings or None)
     refusal = (lat.refusal if lat is not None else None) or fidelity_refusal(
         result, request.min_agreement, request.max_output_error)
-    result, artifact = _export(request, loaded, data, result, refusal)
+    if request.quantize:
+        result, artifact, refusal = _quantize(request, loaded, original, data, result,
+                                              refusal, hooks)
+    else:
+        result, artifact = _export(request, loaded, data, result, refusal)
     result = _write(request, loaded, conv, fit, result, refusal, artifact, given)
     return Converted(result, loaded, conv.decisions, fit.calibrated, data.shape)
 
@@ -502,12 +520,13 @@ def _export(r: ConvertRequest, loaded: Loaded, data: _Inputs, result: ConvertRes
                                         and not r.write_unchanged):
         return result, None
     assert data.shape is not None
-    info, artifact = export_converted(loaded.model, data.shape, r.seed, r.export, str(r.model))
+    info, artifact = export_converted(loaded.model, data.shape, r.seed, r.export, str(r.model),
+                                      dynamic=not r.static_shape)
     return dataclasses.replace(result, export=info), artifact
 
 
 def export_converted(model: nn.Module, input_shape: tuple[int, ...], seed: int, path: Path,
-                     label: str) -> tuple[ConvertExport, bytes]:
+                     label: str, dynamic: bool = True) -> tuple[ConvertExport, bytes]:
     """The converted model exported for ``input_shape`` in the format ``path``'s suffix
     picks, checked against the model on the seeded input first: its record and bytes."""
     from ..torch_backend.export import export_model
@@ -515,7 +534,7 @@ def export_converted(model: nn.Module, input_shape: tuple[int, ...], seed: int, 
 
     with user_code(f"{label}: exporting the converted model"):
         x, _ = forward_once(model, input_shape, seed)
-        artifact = export_model(model, x, path)
+        artifact = export_model(model, x, path, dynamic=dynamic)
     return ConvertExport(**artifact.info), artifact.data
 
 
@@ -561,6 +580,114 @@ def _as_given(r: ConvertRequest, given: ConvertRequest) -> dict[Path, str]:
     if r.output is not None and given.output is not None:
         out[plan_path(r.output)] = str(plan_path(given.output))
     return out
+
+
+# --------------------------------------------------------------------------- int8
+
+def check_quantize(r: ConvertRequest) -> None:
+    """``--quantize``: int8 only, into an ``--export`` .onnx, calibrated on
+    ``--calibration-data``, with ONNX Runtime installed. Exit 2 before any work."""
+    import importlib.util
+
+    from ..options import QUANTIZE_SCHEMES
+
+    if r.quantize is None:
+        if r.equalise or r.keep_fp32:
+            raise InputError(f"{'--equalise' if r.equalise else '--keep-fp32'} applies "
+                             "with --quantize int8")
+        return
+    if r.quantize != "int8":
+        raise InputError(f"--quantize {r.quantize!r}: only int8")
+    if r.export is None or r.export.suffix.lower() != ".onnx":
+        what = "a .pt2 export" if r.export is not None else "no --export"
+        raise InputError(f"--quantize int8 quantizes an ONNX export (ONNX Runtime): give "
+                         f"--export MODEL.onnx, not {what}")
+    if r.calibration_data is None:
+        raise InputError("--quantize int8 calibrates the activation ranges on real inputs: "
+                         "give --calibration-data")
+    if r.quantize_scheme not in QUANTIZE_SCHEMES:
+        raise InputError(f"--quantize-scheme {r.quantize_scheme!r}: choose from "
+                         f"{', '.join(QUANTIZE_SCHEMES)}")
+    if not 0 <= r.keep_fp32 <= 10_000:
+        raise InputError(f"--keep-fp32 must be 0 to 10000, got {r.keep_fp32}")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise InputError("--quantize int8 needs ONNX Runtime: pip install 'dsconv[onnx]'")
+
+
+def _quantize(r: ConvertRequest, loaded: Loaded, original: nn.Module | None, data: _Inputs,
+              result: ConvertResult, refusal: str | None, hooks: Hooks
+              ) -> tuple[ConvertResult, bytes | None, str | None]:
+    """``--quantize int8``: the converted model exported to ONNX, quantized, checked
+    against the converted fp32 model at two batch sizes (one with --static-shape); its
+    fidelity against the original fp32 model on --eval-data (else the calibration
+    inputs), gated like the fp32 conversion; the sizes of the original fp32, converted
+    fp32 and converted int8 graphs, and their latencies in ONNX Runtime, interleaved."""
+    import copy
+
+    from ..torch_backend.calibrate import fidelity
+    from ..torch_backend.export import export_model, export_onnx
+    from ..torch_backend.measure import int8_why, ort_latencies
+    from ..torch_backend.quantize import OrtModule, equalise, quantize, ran_ops, sensitivity
+
+    if refusal or (result.totals.converted == 0 and not r.write_unchanged):
+        return result, None, refusal
+    assert data.shape is not None and data.cal is not None and original is not None
+    assert r.export is not None
+    cal = data.cal
+    model = loaded.model
+    pairs = 0
+    if r.equalise:
+        model = copy.deepcopy(loaded.model)
+        pairs = equalise(model)
+    keep: list[tuple[str, float]] = []
+
+    def make(fp32: bytes) -> Any:
+        nonlocal keep
+        if r.keep_fp32:
+            hooks.status(f"int8: the int8 error of each weighted node alone ({r.model})")
+            keep = sensitivity(fp32, cal, r.quantize_scheme)[:r.keep_fp32]
+        return quantize(fp32, cal, r.quantize_scheme, keep_fp32=[n for n, _ in keep],
+                        batch=r.calibration_batch)
+
+    with user_code(f"{r.model}: exporting and quantizing the converted model"):
+        held = data.held if data.held is not None else data.cal
+        # checked on real inputs (random ones fall outside the calibrated ranges)
+        n = data.shape[0]
+        x = held[:n].clone().float()
+        artifact = export_model(model, x, r.export, dynamic=not r.static_shape, int8=make,
+                                x2=held[n:2 * n + 2].clone().float() if len(held) > n else None)
+        q = OrtModule(artifact.data, r.measure.threads)
+        batch = r.calibration_batch if artifact.info["dynamic_dims"] else n
+        fid = fidelity(original, q, held, "eval" if data.held is not None else "calibration",
+                       batch)
+        x = x.contiguous()
+        graphs = {"original_fp32": export_onnx(original, x)[0],
+                  "converted_fp32": export_onnx(model, x)[0],
+                  "converted_int8": artifact.data}
+        hooks.status("int8: timing the original fp32, converted fp32 and int8 graphs in "
+                     "ONNX Runtime")
+        latency = ort_latencies(graphs, x, r.measure)
+        ops = [OpTime(**o) for o in ran_ops(artifact.data, x.detach().cpu().numpy(),
+                                            r.measure.threads)]
+    info = dict(artifact.info)
+    int8_info = info.pop("int8")
+    q8 = ConvertInt8(
+        scheme=r.quantize_scheme, format=int8_info["format"],
+        calibration_inputs=int8_info["calibration_inputs"], equalised_pairs=pairs,
+        fp32_nodes=[{"node": n, "rel_error_alone": round(e, 6)} for n, e in keep],
+        rel_error_vs_converted=int8_info["rel_error"], fidelity=fid,
+        fidelity_fp32=result.fidelity,
+        bytes={k: len(v) for k, v in graphs.items()}, **latency, ops=ops)
+    verdict = q8.speedups["converted_int8_vs_converted_fp32"].verdict
+    if verdict != "faster":
+        q8 = dataclasses.replace(q8, why=int8_why(ops, verdict))
+    result = dataclasses.replace(result, export=ConvertExport(**info, int8=int8_info),
+                                 int8=q8)
+    gated = fidelity_refusal(dataclasses.replace(result, fidelity=fid), r.min_agreement,
+                             r.max_output_error)
+    if gated:
+        return result, None, f"the int8 model: {gated}"
+    return result, artifact.data, None
 
 
 # --------------------------------------------------------------------------- the gates

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..cost import DTYPE_BYTES, Cost
 from ..errors import BackendError, InputError
+from ..options import check_int8
 from ..results import BlockStats, Measurement, Speedup
 from ..stats import compare_samples, sig
 from .runtimes import Runtime, RuntimeFailure, get_runtime
@@ -32,6 +33,7 @@ from .timing import (
     environment,
     is_oom,
     load_calibration,
+    noise_flag,
     prepare,
     resolve_device,
     roofline,
@@ -63,12 +65,18 @@ class Session:
     #: the calibration was redone in this run (a measurement landed above its roofline)
     recalibrated: bool = False
     on_warn: Progress | None = None
+    #: ``--dtype int8``: the fp32 ONNX runtime the int8 one is timed against
+    fp32: Runtime | None = None
 
     def judge(self, flops: int, bytes_moved: int, t: BlockStats) -> Measurement:
         """The roofline of one timing. A first one above its bound (fraction >
         ``ABOVE_ROOFLINE``) redoes the calibration once for the run and is judged again:
         what is still above stays flagged implausible."""
         m = roofline(flops, bytes_moved, t, self.calibration)
+        if self.fp32 is not None and m.roofline_fraction > ABOVE_ROOFLINE:
+            # int8 arithmetic has its own peak, above the calibrated fp32 one: not a sign
+            # of a stale calibration, and not implausible
+            return dataclasses.replace(m, flag=noise_flag(t))
         if m.roofline_fraction > ABOVE_ROOFLINE and not self.recalibrated:
             self.recalibrated = True
             if self.on_warn:
@@ -117,18 +125,43 @@ def open_session(options: MeasureOptions, recalibrate: bool = False,
     if options.warmup < 0:
         raise InputError(f"--warmup must be >= 0, got {options.warmup}")
     device = resolve_device(options.device)
-    runtimes = {name: get_runtime(name, device, options.threads) for name in options.runtimes}
-    td = check_dtype(options.dtype, device)
+    check_int8(options)
+    fp32 = None
+    if options.dtype == "int8":
+        runtimes, fp32 = _int8_runtimes(options, device)
+        td = torch.float32  # int8 is quantized from the fp32 module's ONNX graph
+    else:
+        runtimes = {name: get_runtime(name, device, options.threads)
+                    for name in options.runtimes}
+        td = check_dtype(options.dtype, device)
     env = environment(device, options.dtype, options.threads)
     env["runtime"] = options.runtimes[0]
     if len(runtimes) > 1 or options.runtimes != ("eager",):
         env["runtimes"] = {name: rt.record() for name, rt in runtimes.items()}
     if on_environment is not None:
         on_environment(env)
-    cal = load_calibration(device, options.dtype, options.threads, recalibrate, on_status,
+    cal_dtype = "fp32" if options.dtype == "int8" else options.dtype
+    cal = load_calibration(device, cal_dtype, options.threads, recalibrate, on_status,
                            on_warn)
     env["calibration"] = calibration_record(cal)
-    return Session(options, device, td, cal, runtimes, env, on_warn=on_warn)
+    return Session(options, device, td, cal, runtimes, env, on_warn=on_warn, fp32=fp32)
+
+
+def _int8_runtimes(options: MeasureOptions, device: torch.device
+                   ) -> tuple[dict[str, Runtime], Runtime]:
+    """``--dtype int8``: ONNX Runtime's int8 variant (timed) and its fp32 self (the
+    reference it is timed against)."""
+    from .runtimes.onnx import Int8Options, OnnxRuntime
+
+    cal = None
+    if options.calibration_data:
+        from pathlib import Path
+
+        from .calibrate import load_inputs
+
+        cal = load_inputs(Path(options.calibration_data), "--calibration-data")
+    rt = OnnxRuntime(device, options.threads, Int8Options(options.quantize_scheme, cal))
+    return {rt.name: rt}, OnnxRuntime(device, options.threads)
 
 
 Timed = tuple[Measurement, "dict[str, Measurement] | None"]
@@ -420,3 +453,96 @@ def measure_model(model: nn.Module, input_shape: tuple[int, ...], s: Session,
         conversion={"converted": rep.totals.converted, "layers": rep.totals.layers,
                     "rel_output_diff": rep.verification.rel_diff},
     )
+
+
+#: node types in ORT's profile of an int8 graph: int8 arithmetic (and ops that move int8
+#: values as they are), the conversions between int8 and fp32, and layout changes (ORT's
+#: int8 convs run NHWC: a Transpose on each side); anything else ran in fp32 between a
+#: DequantizeLinear and a QuantizeLinear
+INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+                      "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
+                      "QLinearLeakyRelu", "QLinearSigmoid", "QGemm", "MatMulInteger",
+                      "ConvInteger", "MaxPool", "Reshape", "Flatten", "Squeeze",
+                      "Unsqueeze"})
+CONVERSIONS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+LAYOUT = frozenset({"Transpose", "ReorderInput", "ReorderOutput"})
+
+
+def int8_versus_fp32(make: Callable[[], nn.Module], shape: tuple[int, ...], s: Session,
+                     time_cap: float = 0.0) -> Any:
+    """``--dtype int8``: the module in the session's int8 runtime and in its fp32 self,
+    timed interleaved (``timing.ab_time``); the node types ORT ran for the int8 graph
+    from its profile, and, where int8 is not faster, what ran instead of int8 kernels."""
+    from ..results import Int8Timing, OpTime
+    from ..stats import compare_samples
+    from .quantize import ran_ops
+    from .timing import ab_time
+
+    assert s.fp32 is not None, "int8_versus_fp32 needs a --dtype int8 session"
+    module, x = prepare(make(), shape, s.device, s.dtype, "nchw")
+    p8, p32 = s.runtime.prepare(module, x), s.fp32.prepare(module, x)
+    a, b = ab_time(p8.fn, p32.fn, s.device, min_time=s.options.min_time,
+                   rounds=s.options.rounds, warmup=s.options.warmup,
+                   threads=s.options.threads, time_cap=time_cap)
+    ab = compare_samples(a.samples_ms or [], b.samples_ms or [])  # > 1: int8 faster
+    ops = [OpTime(**r) for r in ran_ops(p8.artifact or b"", x.detach().cpu().numpy(),
+                                        s.options.threads)] if p8.artifact else []
+    sp = Speedup(measured=sig(b.median_ms / a.median_ms), theoretical=None).with_ab(ab)
+    why = None if ab.verdict == "faster" else int8_why(ops, ab.verdict)
+    return Int8Timing(scheme=str(p8.info.get("scheme")), fp32_ms=round(b.median_ms, 6),
+                      int8_ms=round(a.median_ms, 6), speedup=sp,
+                      rel_error=float(p8.info.get("rel_error", float("nan"))), ops=ops,
+                      why=why)
+
+
+def int8_why(ops: list[Any], verdict: str | None) -> str:
+    """Why int8 was not faster, from the node types ORT ran: the share of node time spent
+    converting between int8 and fp32, and the ops that ran in fp32 (no int8 kernel)."""
+    conv = sum(o.share for o in ops if o.op in CONVERSIONS)
+    layout = sum(o.share for o in ops if o.op in LAYOUT)
+    fp32 = [o for o in ops if o.op not in CONVERSIONS | INT8_OPS | LAYOUT]
+    fp32_share = sum(o.share for o in fp32)
+    head = "int8 is slower" if verdict == "slower" else "int8 is not measurably faster"
+    ran = ", ".join(f"{o.op} x{o.calls} {100 * o.share:.0f}%" for o in ops[:6])
+    parts = [f"ORT ran {ran}"]
+    if conv:
+        parts.append(f"{100 * conv:.0f}% of node time converts between int8 and fp32 "
+                     "(QuantizeLinear/DequantizeLinear)")
+    if layout:
+        parts.append(f"{100 * layout:.0f}% changes layout (Transpose: ORT's int8 convs run "
+                     "NHWC)")
+    if fp32:
+        parts.append(f"{100 * fp32_share:.0f}% runs in fp32 between them ("
+                     + ", ".join(sorted({o.op for o in fp32})) + ": no int8 kernel)")
+    return f"{head}: " + "; ".join(parts)
+
+
+def ort_latencies(graphs: dict[str, bytes], x: torch.Tensor, options: Any) -> dict[str, Any]:
+    """ONNX graphs (name -> bytes; the first is the reference) timed in ONNX Runtime on
+    ``x``, each pair interleaved (``timing.ab_time``): ``latency_ms`` per graph (median
+    and IQR of its blocks in its first pairing) and ``speedups``: "A_vs_B" = time(B) /
+    time(A) with its interval, for every later graph against every earlier one."""
+    import itertools
+
+    from ..stats import compare_samples
+    from .export import onnx_session
+    from .timing import ab_time
+
+    feed_x = x.detach().cpu().contiguous().numpy()
+    fns = {}
+    for name, data in graphs.items():
+        sess = onnx_session(data, options.threads)
+        feed = {sess.get_inputs()[0].name: feed_x}
+        fns[name] = (lambda sess=sess, feed=feed: sess.run(None, feed))
+    latency: dict[str, dict[str, float]] = {}
+    speedups: dict[str, Speedup] = {}
+    for early, late in itertools.combinations(list(graphs), 2):
+        a, b = ab_time(fns[late], fns[early], torch.device("cpu"), min_time=options.min_time,
+                       rounds=options.rounds, warmup=options.warmup, threads=options.threads)
+        for name, st in ((late, a), (early, b)):
+            latency.setdefault(name, {"median_ms": round(st.median_ms, 6),
+                                      "iqr_ms": round(st.iqr_ms, 6)})
+        ab = compare_samples(a.samples_ms or [], b.samples_ms or [])
+        speedups[f"{late}_vs_{early}"] = Speedup(
+            measured=sig(b.median_ms / a.median_ms), theoretical=None).with_ab(ab)
+    return {"latency_ms": {n: latency[n] for n in graphs}, "speedups": speedups}

@@ -31,6 +31,8 @@ class Prepared:
 
     fn: Callable[[], Any]
     info: dict[str, Any] = field(default_factory=dict)
+    #: the bytes it runs, where it runs an artifact (ONNX): what ORT's profile reads
+    artifact: bytes | None = None
 
 
 class Runtime(Protocol):

@@ -49,7 +49,8 @@ def fail(message: str, code: int = 2, hint: str | None = None) -> typer.Exit:
     msg = f"Error: {message}"
     if hint:
         msg += f" (hint: {hint})"
-    print(safe_text(plain(msg)), file=sys.stderr)
+    # each line on its own (a merge refusing several fields says one line each)
+    print("\n".join(map(safe_text, plain(msg).split("\n"))), file=sys.stderr)
     return typer.Exit(code)
 
 

@@ -43,6 +43,7 @@ from torch import nn
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.models import BasicBlock  # noqa: E402  (torchvision's block)
 from tests.zoo import ResidualCNN, SmallCNN, patterns, train_on_patterns  # noqa: E402
 
 #: the subprocesses' environment: a fresh cache folder (the per-layer latency table of
@@ -115,21 +116,6 @@ def pattern_networks(quick: bool) -> None:
 
 # ------------------------------------------------------------ ResNet-18-style on real digits
 
-class Basic(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
-
-
 class ResNet18ish(nn.Module):
     """ResNet-18's layout (BasicBlocks 2-2-2-2 after a 3x3 stem), narrower. For 32x32
     digits the stem has stride 2 (torchvision's ResNet-18 goes to 8x8 there)."""
@@ -143,7 +129,7 @@ class ResNet18ish(nn.Module):
         cin = width
         for i in range(4):
             cout = width * 2**i
-            blocks += [Basic(cin, cout, 1 if i == 0 else 2), Basic(cout, cout, 1)]
+            blocks += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, classes)
